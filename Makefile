@@ -1,0 +1,55 @@
+# The two commands the README opens with:
+#   make demo   set up .venv (first time only) and run feedbackgen make -> presa train -> presa eval
+#               on a dataset the project ships, offline
+#   make test   set up .venv (first time only) and run the default test suite
+PYTHON ?= python3.11
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check -q
+STAMP  := $(VENV)/.installed-core
+SGSTAMP := $(VENV)/.installed-safety-gymnasium
+MDSTAMP := $(VENV)/.installed-metadrive
+DEMO_TASK ?= BallRun-mini
+DEMO_DIR  ?= runs/demo
+
+.PHONY: demo test test-slow install install-all lint bench clean-demo
+
+$(PY):
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=/path/to/python3.11" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+# torch first and pinned: an unpinned torch (asked for by any other package) is a multi-GB CUDA build.
+$(STAMP): $(PY) pyproject.toml
+	$(PIP) install "torch==2.13.0"
+	$(PIP) install -e ".[bullet,zoo,test]"
+	@touch $@
+
+# safety-gymnasium 1.0.0 / gymnasium-robotics 1.2.2 pin versions that cannot be installed on
+# Python 3.11: install them without their pins, next to their real dependencies.
+$(SGSTAMP): $(STAMP)
+	$(PIP) install -e ".[safety-gymnasium]"
+	$(PIP) install --no-deps "safety-gymnasium==1.0.0" "gymnasium-robotics==1.2.2"
+	@touch $@
+
+$(MDSTAMP): $(STAMP)
+	$(PIP) install -e ".[metadrive]"
+	@touch $@
+
+install: $(STAMP)
+
+install-all: $(STAMP) $(SGSTAMP) $(MDSTAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/python -m presa_cli.demo --task $(DEMO_TASK) --out $(DEMO_DIR)
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest -q -n 2
+
+test-slow: install-all
+	$(VENV)/bin/python -m pytest -q -m slow
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check feedbackgen presa cli tests benchmarks
+
+bench: $(STAMP)
+	$(VENV)/bin/python benchmarks/run_all.py

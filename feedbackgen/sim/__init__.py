@@ -1,0 +1,1 @@
+"""Simulator layer: one `make_env(task)` for bullet-safety-gym, safety-gymnasium and metadrive."""

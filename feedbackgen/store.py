@@ -1,0 +1,298 @@
+"""The feedback store: one self-contained Zarr v3 directory (or a stored zip of one).
+
+Layout (schema version 1); every array name below is part of the format::
+
+    /                          attrs: schema_version, store_id, metadata{...}, quality{...}
+    transitions/observations   (N, obs) float32
+    transitions/next_observations (N, obs) float32
+    transitions/actions        (N, act) float32
+    transitions/episode        (N,) int32     episode index of each transition
+    transitions/terminations   (N,) bool      DSRL ``terminals``
+    transitions/truncations    (N,) bool      DSRL ``timeouts``
+    episodes/start             (E,) int64     global index of the first transition
+    episodes/length            (E,) int64
+    segments/episode           (S,) int32
+    segments/start             (S,) int64     global transition index of the segment's first step
+    segments/length            (S,) int32
+    preferences/a, preferences/b (P,) int64   segment ids
+    preferences/label          (P,) float32   y = P(b ≻ a): 1 b preferred, 0 a preferred, 0.5 equal
+    preferences/prob           (P,) float32   the teacher's P(b ≻ a) where it has one, else NaN
+    safety/thresholds          (K,) float32   episode cost thresholds κ
+    safety/segment             (M,) int64     segment ids
+    safety/label               (M, K) int8    1 safe, 0 unsafe, per threshold
+    oracle/...                 ground truth, removed by ``feedbackgen strip``:
+        rewards (N,), costs (N,), episode_reward (E,), episode_cost (E,),
+        segment_return (S,), segment_cost (S,), pref_label (P,), safety_label (M, K)
+
+Writes are atomic (built in a hidden temporary sibling, then renamed); an existing store is never
+replaced unless ``overwrite=True``; readers refuse unknown schema versions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from feedbackgen.errors import FeedbackgenError
+
+SCHEMA_VERSION = 1
+SUPPORTED_SCHEMA_VERSIONS = (1,)
+TRANSITION_CHUNK_ROWS = 65_536
+
+# (group, array) -> (dtype, field name on FeedbackData / OracleData)
+_MAIN_ARRAYS: dict[str, tuple[str, str]] = {
+    "transitions/observations": ("float32", "observations"),
+    "transitions/next_observations": ("float32", "next_observations"),
+    "transitions/actions": ("float32", "actions"),
+    "transitions/episode": ("int32", "episode"),
+    "transitions/terminations": ("bool", "terminations"),
+    "transitions/truncations": ("bool", "truncations"),
+    "episodes/start": ("int64", "episode_start"),
+    "episodes/length": ("int64", "episode_length"),
+    "segments/episode": ("int32", "segment_episode"),
+    "segments/start": ("int64", "segment_start"),
+    "segments/length": ("int32", "segment_length"),
+    "preferences/a": ("int64", "pref_a"),
+    "preferences/b": ("int64", "pref_b"),
+    "preferences/label": ("float32", "pref_label"),
+    "preferences/prob": ("float32", "pref_prob"),
+    "safety/thresholds": ("float32", "thresholds"),
+    "safety/segment": ("int64", "safety_segment"),
+    "safety/label": ("int8", "safety_label"),
+}
+_ORACLE_ARRAYS: dict[str, tuple[str, str]] = {
+    "oracle/rewards": ("float32", "rewards"),
+    "oracle/costs": ("float32", "costs"),
+    "oracle/episode_reward": ("float32", "episode_reward"),
+    "oracle/episode_cost": ("float32", "episode_cost"),
+    "oracle/segment_return": ("float32", "segment_return"),
+    "oracle/segment_cost": ("float32", "segment_cost"),
+    "oracle/pref_label": ("float32", "pref_label"),
+    "oracle/safety_label": ("int8", "safety_label"),
+}
+
+
+@dataclass
+class OracleData:
+    """Ground truth kept beside the labels (absent from a stripped store)."""
+
+    rewards: Any
+    costs: Any
+    episode_reward: Any
+    episode_cost: Any
+    segment_return: Any
+    segment_cost: Any
+    pref_label: Any
+    safety_label: Any
+
+
+@dataclass
+class FeedbackData:
+    """Everything a store holds. Arrays are numpy arrays, or (when written or opened lazily) any
+    array-like with ``shape``, ``dtype`` and slicing (h5py datasets, zarr arrays)."""
+
+    observations: Any
+    next_observations: Any
+    actions: Any
+    episode: Any
+    terminations: Any
+    truncations: Any
+    episode_start: Any
+    episode_length: Any
+    segment_episode: Any
+    segment_start: Any
+    segment_length: Any
+    pref_a: Any
+    pref_b: Any
+    pref_label: Any
+    pref_prob: Any
+    thresholds: Any
+    safety_segment: Any
+    safety_label: Any
+    oracle: OracleData | None
+    metadata: dict = field(default_factory=dict)
+    quality: dict = field(default_factory=dict)
+    store_id: str = ""
+    schema_version: int = SCHEMA_VERSION
+    path: Path | None = None
+
+    @property
+    def n_transitions(self) -> int:
+        return int(self.observations.shape[0])
+
+    @property
+    def n_episodes(self) -> int:
+        return int(self.episode_start.shape[0])
+
+    @property
+    def n_segments(self) -> int:
+        return int(self.segment_start.shape[0])
+
+    @property
+    def obs_dim(self) -> int:
+        return int(self.observations.shape[1])
+
+    @property
+    def act_dim(self) -> int:
+        return int(self.actions.shape[1])
+
+    def threshold_index(self, threshold: float) -> int:
+        """Column of ``safety_label`` for threshold κ.
+
+        Raises:
+            FeedbackgenError: the store has no labels for that threshold.
+        """
+        th = np.asarray(self.thresholds[:], dtype=np.float64)
+        hits = np.flatnonzero(np.isclose(th, float(threshold)))
+        if hits.size == 0:
+            have = ", ".join(f"{t:g}" for t in th)
+            raise FeedbackgenError(f"threshold {threshold:g} is not in the store (it has {have}); "
+                                   "pick one of those or remake the store with that threshold")
+        return int(hits[0])
+
+
+def _is_zip(path: Path) -> bool:
+    return path.suffix == ".zip"
+
+
+def _copy_array(group, name: str, src, dtype: str) -> None:
+    """Create ``name`` in ``group`` and copy ``src`` into it in row chunks (streams h5py/zarr)."""
+    src_shape = tuple(int(s) for s in src.shape)
+    rows = TRANSITION_CHUNK_ROWS
+    if len(src_shape) == 2 and src_shape[1] > 0:
+        rows = max(1024, min(rows, (4 << 20) // (4 * src_shape[1])))
+    chunks = (max(1, min(rows, src_shape[0] if src_shape[0] else 1)),) + src_shape[1:]
+    arr = group.create_array(name, shape=src_shape, dtype=dtype, chunks=chunks)
+    n = src_shape[0]
+    for lo in range(0, n, chunks[0]):
+        hi = min(n, lo + chunks[0])
+        arr[lo:hi] = np.asarray(src[lo:hi], dtype=dtype)
+
+
+def write_store(path: str | Path, data: FeedbackData, *, overwrite: bool = False) -> Path:
+    """Write ``data`` as a store at ``path``, atomically.
+
+    The store is built in a hidden sibling directory and renamed into place only when complete,
+    so an interrupted write leaves nothing under the final name.
+
+    Raises:
+        FeedbackgenError: ``path`` exists and ``overwrite`` is false, or it is not writable.
+    """
+    import zarr
+
+    path = Path(path)
+    if _is_zip(path):
+        raise FeedbackgenError(f"{path}: write a directory store, then `feedbackgen publish` it to a zip")
+    if path.exists() and not overwrite:
+        raise FeedbackgenError(f"{path} already exists; pass --overwrite to replace it or choose another --out")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        root = zarr.open_group(store=str(tmp), mode="w-", zarr_format=3)
+        for name, (dtype, attr) in _MAIN_ARRAYS.items():
+            _copy_array(root, name, getattr(data, attr), dtype)
+        if data.oracle is not None:
+            for name, (dtype, attr) in _ORACLE_ARRAYS.items():
+                _copy_array(root, name, getattr(data.oracle, attr), dtype)
+        root.attrs.update(_jsonable({
+            "schema_version": SCHEMA_VERSION,
+            "store_id": data.store_id,
+            "metadata": data.metadata,
+            "quality": data.quality,
+            "has_oracle": data.oracle is not None,
+        }))
+        _replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def _replace(tmp: Path, path: Path) -> None:
+    """Move the finished ``tmp`` to ``path``; an existing ``path`` is replaced only after success."""
+    if path.exists():
+        trash = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
+        os.rename(path, trash)
+        os.rename(tmp, path)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.rename(tmp, path)
+
+
+def _jsonable(obj: Any) -> Any:
+    """Round-trip through JSON so numpy scalars and paths become plain values."""
+    def default(o: Any) -> Any:
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+        if isinstance(o, Path):
+            return str(o)
+        raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
+    return json.loads(json.dumps(obj, default=default, allow_nan=True))
+
+
+def open_store(path: str | Path, *, lazy: bool = False) -> FeedbackData:
+    """Open a store (directory or published zip) and check its schema version.
+
+    Args:
+        path: the store directory, or a ``.zip`` made by ``feedbackgen publish``.
+        lazy: return zarr arrays (read on slicing) instead of loading everything into memory.
+
+    Raises:
+        FeedbackgenError: missing path, not a store, unknown schema version, or missing arrays.
+    """
+    import zarr
+
+    path = Path(path)
+    if not path.exists():
+        raise FeedbackgenError(f"store {path} does not exist; make one with `feedbackgen make`")
+    try:
+        if _is_zip(path):
+            store = zarr.storage.ZipStore(str(path), mode="r")
+            root = zarr.open_group(store=store, mode="r")
+        else:
+            root = zarr.open_group(store=str(path), mode="r")
+        attrs = dict(root.attrs)
+    except Exception as exc:  # zarr raises several types for "not a group"
+        raise FeedbackgenError(f"{path} is not a feedback store ({type(exc).__name__}: {exc})".splitlines()[0]) from None
+    version = attrs.get("schema_version")
+    if version not in SUPPORTED_SCHEMA_VERSIONS:
+        raise FeedbackgenError(f"{path} has schema version {version!r}, which this feedbackgen "
+                               f"({'/'.join(map(str, SUPPORTED_SCHEMA_VERSIONS))}) cannot read; "
+                               "upgrade the toolkit or remake the store")
+
+    def get(name: str) -> Any:
+        try:
+            arr = root[name]
+        except KeyError:
+            raise FeedbackgenError(f"{path} is missing array '{name}'; the store is damaged, "
+                                   "remake it with `feedbackgen make`") from None
+        return arr if lazy else arr[...]
+
+    values = {attr: get(name) for name, (_, attr) in _MAIN_ARRAYS.items()}
+    oracle = None
+    if attrs.get("has_oracle", False):
+        oracle = OracleData(**{attr: get(name) for name, (_, attr) in _ORACLE_ARRAYS.items()})
+    return FeedbackData(**values, oracle=oracle, metadata=attrs.get("metadata", {}),
+                        quality=attrs.get("quality", {}), store_id=attrs.get("store_id", ""),
+                        schema_version=int(version), path=path)
+
+
+def array_names(include_oracle: bool = True) -> list[str]:
+    """Every array path of the schema (used by ``validate``)."""
+    names = list(_MAIN_ARRAYS)
+    if include_oracle:
+        names += list(_ORACLE_ARRAYS)
+    return names
+
+
+def main_fields() -> list[str]:
+    return [f.name for f in fields(FeedbackData)]

@@ -1,0 +1,1 @@
+"""Training algorithms: PreSa and its baselines."""
