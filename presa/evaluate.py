@@ -670,7 +670,7 @@ def write_eval_json(run_dir: str | os.PathLike[str], result: EvalResult) -> Path
     record["created"] = datetime.now(UTC).isoformat(timespec="seconds")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_text(json.dumps(_finite(record), indent=2) + "\n")
+        tmp.write_text(json.dumps(json_safe(record), indent=2) + "\n")
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -694,12 +694,12 @@ def read_eval_json(path: str | os.PathLike[str]) -> dict[str, Any]:
     return record
 
 
-def _finite(obj):
+def json_safe(obj):
     """Replace non-finite floats by None so the JSON stays standard."""
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
+        return {k: json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
+        return [json_safe(v) for v in obj]
     return obj

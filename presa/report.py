@@ -489,8 +489,9 @@ def plot_reward_cost(rep: Report, path: Path) -> Path:
 
     suites = rep.suites()
     fig, axes = plt.subplots(1, len(suites), figsize=(5.5 * len(suites), 4.5), squeeze=False)
-    cmap = plt.get_cmap("tab10")
-    colors = {m: cmap(i % 10) for i, m in enumerate(rep.all_methods())}
+    methods = rep.all_methods()
+    cmap = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20")
+    colors = {m: cmap(i % cmap.N) for i, m in enumerate(methods)}
     for ax, suite in zip(axes[0], suites, strict=True):
         for m in rep.methods:
             runs = [r for r in rep.runs if r.suite == suite and r.method == m]
