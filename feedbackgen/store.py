@@ -296,3 +296,15 @@ def array_names(include_oracle: bool = True) -> list[str]:
 
 def main_fields() -> list[str]:
     return [f.name for f in fields(FeedbackData)]
+
+
+def schema_arrays(include_oracle: bool = True) -> dict[str, tuple[str, str, bool]]:
+    """Every array of the schema: ``path -> (dtype, field name, is_oracle)`` (used by verify/strip).
+
+    The field name is the attribute on :class:`FeedbackData` (or on :class:`OracleData` when
+    ``is_oracle``).
+    """
+    out = {name: (dtype, attr, False) for name, (dtype, attr) in _MAIN_ARRAYS.items()}
+    if include_oracle:
+        out.update({name: (dtype, attr, True) for name, (dtype, attr) in _ORACLE_ARRAYS.items()})
+    return out

@@ -1,0 +1,272 @@
+"""Integrity checks of a feedback store, shared by the CLI and the tests.
+
+- :func:`validate_store`: structural integrity, without the source: every array present with its
+  dtype and a consistent shape, index ranges (segments inside their episode, pairs and safety
+  rows pointing at existing segments), label values, finite transitions, the oracle consistent
+  with itself, and the metadata keys the schema promises.
+- :func:`verify_store`: recompute the store from its recorded source and parameters and compare
+  every array (and the store id, quality summary and content metadata) exactly.
+
+Both return a report; a store is sound when the report's ``problems``/``mismatches`` are empty.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from feedbackgen.errors import FeedbackgenError
+from feedbackgen.sources import SCAN_CHUNK_ROWS, episode_sums
+from feedbackgen.store import _jsonable, open_store, schema_arrays
+
+STORE_ID_RE = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+-v\d+$")
+REQUIRED_METADATA: dict[str, tuple[str, ...]] = {
+    "task": ("name", "suite", "max_episode_steps", "thresholds"),
+    "source": ("path", "format", "sha256", "transitions", "episodes"),
+    "segments": ("method", "length", "seed"),
+    "preferences": ("teacher", "seed", "n"),
+    "safety": ("rule", "thresholds", "seed", "n", "shared_with_pairs"),
+    "seed": (), "toolkit_version": (), "git_commit": (), "created": (), "libraries": (),
+    "obs_mean": (), "obs_std": (), "config": (),
+}
+REQUIRED_QUALITY = ("preference_agreement", "safety_agreement", "tie_rate", "skip_rate", "safe_fraction",
+                    "segments_per_episode", "return_gap")
+# metadata that depends on when/where a store was made, not on its content
+_VOLATILE_METADATA = ("created", "git_commit", "toolkit_version", "libraries", "config", "source", "stripped")
+
+
+@dataclass
+class ValidationReport:
+    """Result of :func:`validate_store`: sound iff ``problems`` is empty."""
+
+    path: Path
+    problems: list[str] = field(default_factory=list)
+    checks: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@dataclass
+class VerifyReport:
+    """Result of :func:`verify_store`: sound iff ``mismatches`` is empty."""
+
+    path: Path
+    source: Path | None
+    compared: list[str] = field(default_factory=list)
+    mismatches: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.mismatches
+
+
+def _values(arr: Any) -> np.ndarray:
+    return np.asarray(arr[...])
+
+
+def _in_set(x: np.ndarray, allowed: tuple[float, ...]) -> bool:
+    return bool(np.isin(x, allowed).all())
+
+
+def validate_store(path: str | Path) -> ValidationReport:
+    """Check a store's structure (see the module docstring); never needs the source.
+
+    Raises:
+        FeedbackgenError: the path is not a readable store of a known schema version.
+    """
+    path = Path(path)
+    data = open_store(path, lazy=True)
+    rep = ValidationReport(path=path)
+
+    def check(cond: bool, msg: str) -> bool:
+        rep.checks += 1
+        if not cond:
+            rep.problems.append(msg)
+        return cond
+
+    has_oracle = data.oracle is not None
+    for name, (dtype, attr, is_oracle) in schema_arrays(include_oracle=has_oracle).items():
+        arr = getattr(data.oracle if is_oracle else data, attr)
+        check(np.dtype(arr.dtype) == np.dtype(dtype), f"{name} has dtype {arr.dtype}, expected {dtype}")
+
+    obs, nobs, act = data.observations, data.next_observations, data.actions
+    N = int(obs.shape[0])
+    E, S = data.n_episodes, data.n_segments
+    P, M = int(data.pref_a.shape[0]), int(data.safety_segment.shape[0])
+    K = int(data.thresholds.shape[0]) if len(data.thresholds.shape) == 1 else -1
+    expected = {
+        "transitions/observations": (N, obs.shape[1] if len(obs.shape) == 2 else -1),
+        "transitions/next_observations": tuple(obs.shape),
+        "transitions/actions": (N, act.shape[1] if len(act.shape) == 2 else -1),
+        "transitions/episode": (N,), "transitions/terminations": (N,), "transitions/truncations": (N,),
+        "episodes/start": (E,), "episodes/length": (E,),
+        "segments/episode": (S,), "segments/start": (S,), "segments/length": (S,),
+        "preferences/a": (P,), "preferences/b": (P,), "preferences/label": (P,), "preferences/prob": (P,),
+        "safety/thresholds": (K,), "safety/segment": (M,), "safety/label": (M, K),
+        "oracle/rewards": (N,), "oracle/costs": (N,), "oracle/episode_reward": (E,),
+        "oracle/episode_cost": (E,), "oracle/segment_return": (S,), "oracle/segment_cost": (S,),
+        "oracle/pref_label": (P,), "oracle/safety_label": (M, K),
+    }
+    shapes_ok = True
+    for name, (_, attr, is_oracle) in schema_arrays(include_oracle=has_oracle).items():
+        arr = getattr(data.oracle if is_oracle else data, attr)
+        shapes_ok &= check(tuple(arr.shape) == expected[name],
+                           f"{name} has shape {tuple(arr.shape)}, expected {expected[name]}")
+    shapes_ok &= check(len(obs.shape) == 2 and len(act.shape) == 2, "observations/actions must be 2-D")
+    if not shapes_ok:
+        return rep  # index checks below would be meaningless
+
+    ep_start, ep_len = _values(data.episode_start), _values(data.episode_length)
+    check(E >= 1, "the store has no episodes")
+    if E:
+        contiguous = (ep_start[0] == 0 and (ep_len > 0).all()
+                      and np.array_equal(ep_start[1:], ep_start[:-1] + ep_len[:-1])
+                      and int(ep_start[-1] + ep_len[-1]) == N)
+        if check(bool(contiguous), "episodes/start and episodes/length do not tile the transitions "
+                                   "(episodes must be contiguous, non-empty and cover every step)"):
+            check(np.array_equal(_values(data.episode), np.repeat(np.arange(E), ep_len)),
+                  "transitions/episode does not match the episode table")
+
+    seg_ep, seg_start, seg_len = _values(data.segment_episode), _values(data.segment_start), \
+        _values(data.segment_length)
+    if check(bool(((seg_ep >= 0) & (seg_ep < E)).all()), "segments/episode has ids outside [0, episodes)") \
+            and check(bool((seg_len >= 1).all()), "segments/length has values < 1"):
+        inside = (seg_start >= ep_start[seg_ep]) & (seg_start + seg_len <= ep_start[seg_ep] + ep_len[seg_ep])
+        bad = np.flatnonzero(~inside)
+        check(bad.size == 0, f"{bad.size} segments are not inside their episode (first: segment "
+                             f"{bad[0] if bad.size else -1})")
+
+    a, b = _values(data.pref_a), _values(data.pref_b)
+    label, prob = _values(data.pref_label), _values(data.pref_prob)
+    check(bool(((a >= 0) & (a < S) & (b >= 0) & (b < S)).all()),
+          "preferences/a or preferences/b has segment ids outside [0, segments)")
+    check(bool((a != b).all()), "a preference pair compares a segment with itself")
+    check(_in_set(label, (0.0, 0.5, 1.0)), "preferences/label has values other than 0, 0.5 and 1")
+    check(bool((np.isnan(prob) | ((prob >= 0) & (prob <= 1))).all()),
+          "preferences/prob has values outside [0, 1] (NaN allowed)")
+
+    th = _values(data.thresholds)
+    check(bool(np.isfinite(th).all() and (th >= 0).all()), "safety/thresholds must be finite and >= 0")
+    seg = _values(data.safety_segment)
+    check(bool(((seg >= 0) & (seg < S)).all()), "safety/segment has segment ids outside [0, segments)")
+    check(_in_set(_values(data.safety_label), (0, 1)), "safety/label has values other than 0 and 1")
+
+    for name, arr in (("observations", obs), ("next_observations", nobs), ("actions", act)):
+        finite = all(np.isfinite(np.asarray(arr[lo:lo + SCAN_CHUNK_ROWS])).all()
+                     for lo in range(0, N, SCAN_CHUNK_ROWS))
+        check(finite, f"transitions/{name} has NaN or inf values")
+
+    if has_oracle:
+        o = data.oracle
+        rewards, costs = _values(o.rewards), _values(o.costs)
+        if check(bool(np.isfinite(rewards).all() and np.isfinite(costs).all()),
+                 "oracle/rewards or oracle/costs has NaN or inf values"):
+            sums = (("reward", rewards, o.episode_reward), ("cost", costs, o.episode_cost))
+            for nm, per_step, total in sums:
+                check(np.allclose(episode_sums(per_step, ep_start), _values(total), rtol=1e-4, atol=1e-3),
+                      f"oracle/episode_{nm} is not the episode sum of oracle/{nm}s")
+            csum = np.concatenate([[0.0], np.cumsum(rewards, dtype=np.float64)])
+            seg_ret = csum[seg_start + seg_len] - csum[seg_start]
+            check(np.allclose(seg_ret, _values(o.segment_return), rtol=1e-4, atol=1e-3),
+                  "oracle/segment_return is not the reward sum of each segment")
+        check(_in_set(_values(o.pref_label), (0.0, 0.5, 1.0)),
+              "oracle/pref_label has values other than 0, 0.5 and 1")
+        check(_in_set(_values(o.safety_label), (0, 1)), "oracle/safety_label has values other than 0 and 1")
+
+    meta, quality = data.metadata, data.quality
+    check(bool(STORE_ID_RE.match(data.store_id or "")),
+          f"store id {data.store_id!r} is not of the form namespace/name-vN")
+    for key, sub in REQUIRED_METADATA.items():
+        if check(key in meta, f"metadata has no '{key}'"):
+            for k in sub:
+                check(isinstance(meta[key], dict) and k in meta[key], f"metadata '{key}' has no '{k}'")
+    for key in REQUIRED_QUALITY:
+        check(key in quality, f"quality summary has no '{key}'")
+    if rep.ok:
+        check(len(meta["obs_mean"]) == obs.shape[1] and len(meta["obs_std"]) == obs.shape[1],
+              "metadata obs_mean/obs_std do not match the observation dimension")
+        check(meta["source"]["transitions"] == N and meta["source"]["episodes"] == E,
+              "metadata source transitions/episodes do not match the store")
+        check(meta["preferences"]["n"] == P, "metadata preferences.n does not match preferences/label")
+        check(meta["safety"]["n"] == M, "metadata safety.n does not match safety/label")
+        check(np.allclose(np.asarray(meta["safety"]["thresholds"], float), th),
+              "metadata safety.thresholds do not match safety/thresholds")
+    return rep
+
+
+def _compare_rows(name: str, stored: Any, fresh: Any, dtype: str) -> bool:
+    if tuple(stored.shape) != tuple(fresh.shape):
+        return False
+    n = int(stored.shape[0]) if stored.shape else 0
+    step = SCAN_CHUNK_ROWS if len(stored.shape) else 1
+    for lo in range(0, max(n, 1), step):
+        s = np.asarray(stored[lo:lo + step] if stored.shape else stored[...], dtype=dtype)
+        f = np.asarray(fresh[lo:lo + step] if fresh.shape else fresh[...], dtype=dtype)
+        if not np.array_equal(s, f, equal_nan=s.dtype.kind == "f"):
+            return False
+    return True
+
+
+def verify_store(path: str | Path, *, source: str | Path | None = None, progress: Any = None) -> VerifyReport:
+    """Recompute a store from its recorded source and parameters and compare everything exactly.
+
+    The source is ``source`` if given, else the recorded path, else the task's usual place
+    (shipped file or DSRL cache; no download). Its SHA-256 must equal the recorded one.
+
+    Raises:
+        FeedbackgenError: the store cannot be opened, or the source cannot be found or read.
+    """
+    from feedbackgen.make import MakeConfig, build_feedback, open_source, source_record
+    from feedbackgen.tasks import Task
+
+    path = Path(path)
+    data = open_store(path, lazy=True)
+    meta = data.metadata
+    try:
+        task = Task.from_dict(meta["task"])
+        recorded = meta["source"]
+        cfg = MakeConfig.from_dict(meta["config"], source=None, out=None, overwrite=False, download=False)
+    except (KeyError, TypeError) as exc:
+        raise FeedbackgenError(f"{path}: metadata lacks what verify needs ({exc}); "
+                               "run `feedbackgen validate` on it") from None
+    if source is None and recorded.get("path") and Path(recorded["path"]).is_file():
+        source = Path(recorded["path"])
+    src_path, digest, traj = open_source(cfg, task, source=source, progress=progress)
+    rep = VerifyReport(path=path, source=src_path)
+    if digest != recorded.get("sha256"):
+        traj.close()
+        rep.mismatches.append(f"source {src_path} has SHA-256 {digest[:12]}…, the store was made from "
+                              f"{str(recorded.get('sha256'))[:12]}…; pass the original file with --source")
+        return rep
+    with traj:
+        fresh = build_feedback(cfg, task, traj, source_record(src_path, digest, traj))
+        for name, (dtype, attr, is_oracle) in schema_arrays(include_oracle=data.oracle is not None).items():
+            stored = getattr(data.oracle if is_oracle else data, attr)
+            new = getattr(fresh.oracle if is_oracle else fresh, attr)
+            if progress is not None:
+                progress("comparing arrays", len(rep.compared), len(schema_arrays()))
+            rep.compared.append(name)
+            if not _compare_rows(name, stored, new, dtype):
+                rep.mismatches.append(f"{name} differs from the recomputed array")
+    rep.compared.append("store_id")
+    stripped = meta.get("stripped")
+    own_id = stripped.get("from_store_id") if isinstance(stripped, dict) else data.store_id
+    if own_id != fresh.store_id:
+        rep.mismatches.append(f"store id {own_id} differs from the recomputed {fresh.store_id}")
+    rep.compared.append("quality")
+    if _jsonable(data.quality) != _jsonable(fresh.quality):
+        rep.mismatches.append("the quality summary differs from the recomputed one")
+    fresh_meta = _jsonable(fresh.metadata)
+    for key in sorted(set(fresh_meta) | set(meta)):
+        if key in _VOLATILE_METADATA:
+            continue
+        rep.compared.append(f"metadata.{key}")
+        if fresh_meta.get(key) != meta.get(key):
+            rep.mismatches.append(f"metadata '{key}' differs from the recomputed value")
+    return rep
