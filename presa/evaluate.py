@@ -117,6 +117,8 @@ class EvalResult:
         run_dir: the run directory the checkpoint belongs to, when known.
         step: the training step of the checkpoint, when known.
         train_seed: the training seed of the run, when known.
+        trained_task: the task the checkpoint was trained on (differs from ``task.name`` when the
+            evaluation was asked for another task).
         versions: package versions (simulator, numpy, torch, toolkit).
         workers: number of worker processes used.
         wall_s: wall-clock seconds of the rollouts.
@@ -132,6 +134,7 @@ class EvalResult:
     run_dir: str | None = None
     step: int | None = None
     train_seed: int | None = None
+    trained_task: str | None = None
     versions: dict[str, str] = field(default_factory=dict)
     workers: int = 1
     wall_s: float = 0.0
@@ -230,7 +233,8 @@ class EvalResult:
                            "max_episode_reward": self.task.max_episode_reward,
                            "origin": self.task.origin},
             "checkpoint": self.checkpoint, "run_dir": self.run_dir, "step": self.step,
-            "train_seed": self.train_seed, "versions": dict(self.versions),
+            "train_seed": self.train_seed, "trained_task": self.trained_task,
+            "versions": dict(self.versions),
             "workers": self.workers, "wall_s": self.wall_s, "extra": dict(self.extra),
             "task_record": self.task.to_dict(),
         }
@@ -255,7 +259,8 @@ class EvalResult:
             return cls(task=Task.from_dict(d["task_record"]), threshold=float(d["threshold"]),
                        seed=int(d["seed"]), episodes=episodes, method=d.get("method"),
                        checkpoint=d.get("checkpoint"), run_dir=d.get("run_dir"), step=d.get("step"),
-                       train_seed=d.get("train_seed"), versions=dict(d.get("versions") or {}),
+                       train_seed=d.get("train_seed"), trained_task=d.get("trained_task"),
+                       versions=dict(d.get("versions") or {}),
                        workers=int(d.get("workers", 1)), wall_s=float(d.get("wall_s", 0.0)),
                        extra=dict(d.get("extra") or {}))
         except (KeyError, TypeError, ValueError) as exc:
@@ -567,8 +572,9 @@ class Evaluator:
             task=the_task, threshold=float(actor.threshold), seed=int(seed), episodes=tuple(results),
             method=_meta_method(meta), checkpoint=str(checkpoint) if checkpoint else None,
             run_dir=str(run_dir) if run_dir else None, step=_meta_int(meta, "step"),
-            train_seed=_meta_train_seed(meta), versions=simulator_versions(the_task.suite),
-            workers=n_workers, wall_s=wall, extra=_meta_extra(meta, actor))
+            train_seed=_meta_train_seed(meta), trained_task=actor.task.name,
+            versions=simulator_versions(the_task.suite), workers=n_workers, wall_s=wall,
+            extra=_meta_extra(meta))
 
     def _run_pool(self, ref: _ActorRef, task: Task, seeds: Sequence[int], n: int,
                   progress: ProgressFn | None) -> list[EpisodeResult]:
@@ -637,8 +643,8 @@ def _meta_train_seed(meta: dict) -> int | None:
     return _meta_int(cfg, "seed") if isinstance(cfg, dict) else None
 
 
-def _meta_extra(meta: dict, actor) -> dict[str, Any]:
-    out: dict[str, Any] = {"trained_on": actor.task.name}
+def _meta_extra(meta: dict) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     for key in ("store_id", "run_name", "name"):
         if isinstance(meta.get(key), (str, int, float)):
             out[key] = meta[key]
@@ -652,8 +658,7 @@ def eval_filename(result: EvalResult) -> str:
     """``eval-seed<S>-n<N>.json`` for a final checkpoint, ``eval-<stem>-seed<S>-n<N>.json`` otherwise."""
     stem = Path(result.checkpoint).stem if result.checkpoint else "final"
     tag = "" if stem == "final" else f"{stem}-"
-    other = "" if result.task.name == (result.extra or {}).get("trained_on", result.task.name) \
-        else f"{result.task.name}-"
+    other = "" if result.trained_task in (None, result.task.name) else f"{result.task.name}-"
     return f"eval-{other}{tag}seed{result.seed}-n{len(result.episodes)}.json"
 
 

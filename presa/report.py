@@ -197,8 +197,8 @@ def _run_method(record: dict, run_dir: Path | None) -> str:
 
 def _preference(path: Path, record: dict) -> tuple:
     ckpt = Path(record["checkpoint"]).stem if record.get("checkpoint") else "final"
-    trained_on = (record.get("extra") or {}).get("trained_on", record.get("task"))
-    return (ckpt == "final", record.get("task") == trained_on, int(record.get("episodes", 0)),
+    trained_task = record.get("trained_task") or record.get("task")
+    return (ckpt == "final", record.get("task") == trained_task, int(record.get("episodes", 0)),
             path.stat().st_mtime_ns, str(path))
 
 

@@ -38,7 +38,7 @@ def write_run(root: Path, *, task: str, method: str | None, threshold: float, se
                 for i, (nr, c) in enumerate(zip(norm_rewards, costs, strict=True)))
     res = EvalResult(task=t, threshold=threshold, seed=0, episodes=eps, method=method,
                      checkpoint=str(run_dir / "checkpoints" / "final.pt"), run_dir=str(run_dir), step=100,
-                     train_seed=seed, extra={"trained_on": task})
+                     train_seed=seed, trained_task=task)
     write_eval_json(run_dir, res)
     if metrics is not None:
         (run_dir / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
@@ -151,12 +151,12 @@ def test_prefers_the_largest_final_evaluation_of_a_run(tmp_path: Path):
     eps = tuple(EpisodeResult(i, i, lo + 0.8 * (hi - lo), 1.0, 10, False) for i in range(4))
     write_eval_json(run, EvalResult(task=t, threshold=10.0, seed=3, episodes=eps, method="m",
                                     checkpoint=str(run / "checkpoints" / "final.pt"), run_dir=str(run),
-                                    extra={"trained_on": "BallRun"}))
+                                    trained_task="BallRun"))
     # an intermediate checkpoint with even more episodes must not be chosen
     eps8 = tuple(EpisodeResult(i, i, lo, 100.0, 10, False) for i in range(8))
     write_eval_json(run, EvalResult(task=t, threshold=10.0, seed=0, episodes=eps8, method="m",
                                     checkpoint=str(run / "checkpoints" / "step_0000050.pt"), run_dir=str(run),
-                                    extra={"trained_on": "BallRun"}))
+                                    trained_task="BallRun"))
     runs, skipped = collect_results([root])
     assert len(runs) == 1 and runs[0].episodes == 4 and runs[0].normalized_reward == pytest.approx(0.8)
     assert len(skipped) == 2
