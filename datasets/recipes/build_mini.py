@@ -1,0 +1,332 @@
+"""Rebuild one shipped ``<Task>-mini`` dataset: behaviour zoo -> mixture collection -> card.
+
+Stages (``--stage``, default ``all``):
+
+1. ``train``: a behaviour zoo trained with stable-baselines3 PPO on reward - λ·cost, one model per λ
+   in the task's recipe, plus a half-trained snapshot of each (less skilled behaviour). The cost
+   comes from our simulator layer (``feedbackgen.sim.make_env``: ``step`` returns the cost), wrapped
+   as a gymnasium env for SB3. Models go to ``datasets/recipes/zoo/<Task>/`` (small zips).
+2. ``collect``: ``feedbackgen.collect`` rolls out a mixture of the zoo (equal episode shares,
+   per-episode Gaussian action noise) into ``datasets/<Task>-mini/`` (``data.hdf5`` +
+   ``dataset.json``), the folder the task registry reads.
+3. ``card``: ``README.md`` (what, how, sizes, reward/cost spread, fraction of episodes under each
+   threshold) and ``scatter.png`` (episode reward vs cost by behaviour policy).
+
+Usage (from the repository root)::
+
+    .venv/bin/python datasets/recipes/build_mini.py --task BallRun            # everything
+    .venv/bin/python datasets/recipes/build_mini.py --task BallRun --stage collect
+
+Training uses one torch thread and a few minutes of CPU per task; collection uses every core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from feedbackgen.errors import FeedbackgenError  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How one mini dataset is made.
+
+    Attributes:
+        task: the DSRL/bullet task the data is collected in.
+        lambdas: cost penalties λ of the zoo (reward - λ·cost); small λ = reckless, large = cautious.
+        train_steps: PPO environment steps per zoo member (a snapshot is also kept at half of it).
+        episodes: episodes in the dataset.
+        noise: range of the per-episode action-noise std (fraction of the action half-range).
+        random_share: share of episodes from the uniform random policy (0 = none).
+        seed: seed of training and collection.
+    """
+
+    task: str
+    lambdas: tuple[float, ...]
+    train_steps: int
+    episodes: int
+    noise: tuple[float, float]
+    random_share: float = 0.0
+    seed: int = 0
+
+
+# Reward per step differs by task (BallRun ~16, BallCircle ~4, CarCircle ~2 at full speed) while a
+# cost is 1 per unsafe step, so the λ that makes a policy cautious differs too (measured: λ = 2 is
+# still reckless on BallRun, λ = 10 is fully cautious).
+RECIPES = {
+    "BallRun": Recipe("BallRun", lambdas=(0.0, 3.0, 5.0, 8.0, 20.0), train_steps=40_000, episodes=500,
+                      noise=(0.0, 0.6)),
+    "BallCircle": Recipe("BallCircle", lambdas=(0.0, 0.5, 1.0, 2.0, 5.0), train_steps=40_000, episodes=400,
+                         noise=(0.0, 0.6)),
+    "CarCircle": Recipe("CarCircle", lambdas=(0.0, 0.5, 1.0, 2.0, 5.0), train_steps=60_000, episodes=250,
+                        noise=(0.0, 0.6)),
+    "CarRun": Recipe("CarRun", lambdas=(0.0, 0.5, 1.0, 2.0, 5.0), train_steps=40_000, episodes=300,
+                     noise=(0.0, 0.6)),
+}
+
+
+def zoo_dir(task: str) -> Path:
+    return ROOT / "datasets" / "recipes" / "zoo" / task
+
+
+def dataset_dir(task: str) -> Path:
+    return ROOT / "datasets" / f"{task}-mini"
+
+
+def _member_name(lam: float, snapshot: bool) -> str:
+    return f"ppo_lam{lam:g}{'_half' if snapshot else ''}.zip"
+
+
+def make_penalised_env(task: str, lam: float):
+    """Our simulator env as a gymnasium env whose reward is reward - λ·cost (for SB3)."""
+    import gymnasium as gym
+
+    from feedbackgen.sim import make_env
+
+    class CostPenalised(gym.Env):
+        """reward - λ·cost; ``info['cost']`` and ``info['reward']`` keep the raw signals."""
+
+        metadata = {"render_modes": []}
+
+        def __init__(self) -> None:
+            self.env = make_env(task)
+            self.observation_space = self.env.observation_space
+            self.action_space = self.env.action_space
+            self.lam = lam
+
+        def reset(self, *, seed=None, options=None):
+            obs, info = self.env.reset(seed=seed)
+            return obs, info
+
+        def step(self, action):
+            obs, reward, cost, terminated, truncated, info = self.env.step(action)
+            info = dict(info, cost=float(cost), reward=float(reward))
+            return obs, float(reward) - self.lam * float(cost), terminated, truncated, info
+
+        def close(self) -> None:
+            self.env.close()
+
+    return CostPenalised()
+
+
+def train(recipe: Recipe) -> list[Path]:
+    """Train the zoo (PPO per λ; a half-way snapshot and the final model of each)."""
+    import torch
+    from gymnasium.wrappers import TimeLimit
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    torch.set_num_threads(1)
+    out = zoo_dir(recipe.task)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for k, lam in enumerate(recipe.lambdas):
+        def factory(lam=lam):
+            env = make_penalised_env(recipe.task, lam)
+            return TimeLimit(env, max_episode_steps=int(env.env.max_episode_steps))
+
+        venv = DummyVecEnv([factory for _ in range(4)])
+        venv.seed(recipe.seed + 1000 * k)
+        model = PPO("MlpPolicy", venv, n_steps=512, batch_size=128, seed=recipe.seed + k, device="cpu",
+                    verbose=0, policy_kwargs={"net_arch": [64, 64]})
+        t0 = time.time()
+        half = recipe.train_steps // 2
+        model.learn(half)
+        model.save(out / _member_name(lam, True))
+        model.learn(recipe.train_steps - half, reset_num_timesteps=False)
+        model.save(out / _member_name(lam, False))
+        venv.close()
+        paths += [out / _member_name(lam, True), out / _member_name(lam, False)]
+        print(f"[{recipe.task}] trained λ={lam:g}: {recipe.train_steps} steps in {time.time() - t0:.0f}s",
+              flush=True)
+    (out / "zoo.json").write_text(json.dumps({
+        "task": recipe.task, "algorithm": "stable-baselines3 PPO (MlpPolicy 64x64, n_steps 512 x 4 envs, "
+        "batch 128)", "objective": "reward - lambda * cost", "lambdas": list(recipe.lambdas),
+        "train_steps": recipe.train_steps, "snapshots": "each lambda: *_half at train_steps/2 and final",
+        "seed": recipe.seed}, indent=2) + "\n")
+    return paths
+
+
+def zoo_members(recipe: Recipe) -> list[Path]:
+    paths = []
+    for lam in recipe.lambdas:
+        for snap in (True, False):
+            p = zoo_dir(recipe.task) / _member_name(lam, snap)
+            if not p.is_file():
+                raise FeedbackgenError(f"zoo model {p} is missing: run the train stage first "
+                                       f"(--task {recipe.task} --stage train)")
+            paths.append(p)
+    return paths
+
+
+def collect_mixture(recipe: Recipe, workers: int | None) -> Path:
+    """Collect the zoo mixture into datasets/<Task>-mini (replaces an existing one)."""
+    from feedbackgen.collect import CollectConfig, collect
+
+    members = zoo_members(recipe)
+    zoo_share = (1.0 - recipe.random_share) / len(members)
+    policies = [(f"sb3:{p.relative_to(ROOT)}", zoo_share) for p in members]
+    if recipe.random_share > 0:
+        policies.append(("random", recipe.random_share))
+    cfg = CollectConfig(task=recipe.task, out=dataset_dir(recipe.task).relative_to(ROOT),
+                        episodes=recipe.episodes, policies=tuple(policies), noise=recipe.noise,
+                        seed=recipe.seed, workers=workers, name=f"{recipe.task}-mini", overwrite=True)
+    t0 = time.time()
+    last = [0.0]
+
+    def progress(done: int, total: int) -> None:
+        if time.time() - last[0] > 10 or done == total:
+            last[0] = time.time()
+            print(f"[{recipe.task}] collected {done}/{total} episodes", flush=True)
+
+    out = collect(cfg, progress=progress)
+    print(f"[{recipe.task}] collection done in {time.time() - t0:.0f}s -> {out}", flush=True)
+    return out
+
+
+def write_card(recipe: Recipe) -> Path:
+    """README.md + scatter.png for datasets/<Task>-mini, computed from the data file."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from feedbackgen.sources import read_dsrl
+
+    folder = dataset_dir(recipe.task)
+    meta = json.loads((folder / "dataset.json").read_text())
+    task, coll = meta["task"], meta["collection"]
+    with read_dsrl(folder / meta["file"]) as t:
+        ep_r, ep_c = t.episode_returns()
+        n_tr, n_ep, obs_dim, act_dim = t.n_transitions, t.n_episodes, t.obs_dim, t.act_dim
+        lengths = np.asarray(t.episode_length)
+    pol_idx = np.asarray(coll["episode_policy"])
+    labels = [Path(p["spec"]).name.removesuffix(".zip") if p["spec"] != "random" else "random"
+              for p in coll["policies"]]
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
+    cmap = plt.get_cmap("viridis", max(2, len(labels)))
+    for i, lab in enumerate(labels):
+        m = pol_idx == i
+        ax.scatter(ep_c[m], ep_r[m], s=9, alpha=0.7, color=cmap(i), label=lab)
+    for kappa in task["thresholds"]:
+        ax.axvline(kappa, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("episode cost")
+    ax.set_ylabel("episode reward")
+    ax.set_title(f"{task['name']}: {n_ep} episodes ({task['env_id']})")
+    ax.legend(fontsize=6, ncol=2, loc="lower right", markerscale=1.5)
+    fig.tight_layout()
+    tmp_png = folder / ".scatter.png.tmp"
+    fig.savefig(tmp_png, format="png")
+    plt.close(fig)
+    tmp_png.replace(folder / "scatter.png")
+
+    size_mb = (folder / meta["file"]).stat().st_size / 1e6
+    frac = {k: float(np.mean(ep_c <= k)) for k in task["thresholds"]}
+    corr = float(np.corrcoef(ep_c, ep_r)[0, 1]) if ep_c.std() > 0 else float("nan")
+    rows = []
+    for i, lab in enumerate(labels):
+        m = pol_idx == i
+        rows.append(f"| {lab} | {int(m.sum())} | {ep_r[m].mean():.1f} | {ep_c[m].mean():.1f} |")
+    thr_rows = "\n".join(f"| ≤ {k:g} | {frac[k]:.1%} | {int(np.sum(ep_c <= k))} |"
+                          for k in task["thresholds"])
+    keys_tail = "rewards, costs, terminals, timeouts"
+    lam_text = ", ".join(f"{x:g}" for x in recipe.lambdas)
+    card = f"""# {task['name']}
+
+A small offline safe-RL dataset in the DSRL HDF5 layout, collected by this project in
+`{task['env_id']}` (bullet-safety-gym, DSRL task `{task['base_task']}`), so that the toolkit works
+offline. Registered as the task `{task['name']}`:
+
+```bash
+feedbackgen make --task {task['name']} --noise 0.1
+```
+
+## Contents
+
+| | |
+|---|---|
+| file | `data.hdf5` ({size_mb:.1f} MB; DSRL keys: observations, next_observations, actions, {keys_tail}) |
+| episodes | {n_ep} (length {lengths.min()}–{lengths.max()}, max episode steps {task['max_episode_steps']}) |
+| transitions | {n_tr} |
+| observation / action dims | {obs_dim} / {act_dim} |
+| episode reward | {ep_r.min():.1f} … {ep_r.max():.1f} (mean {ep_r.mean():.1f}) |
+| episode cost | {ep_c.min():.0f} … {ep_c.max():.0f} (mean {ep_c.mean():.1f}, median {np.median(ep_c):.0f}) |
+| reward–cost correlation | {corr:.2f} |
+
+The normalisation references in `dataset.json` (min/max episode reward and cost) are this
+collection's own.
+
+Episodes with cost under each threshold κ:
+
+| cost | fraction | episodes |
+|---|---|---|
+{thr_rows}
+
+![episode reward vs cost](scatter.png)
+
+## How it was made
+
+Behaviour zoo: stable-baselines3 PPO trained on reward − λ·cost for λ ∈ {{{lam_text}}}
+({recipe.train_steps} steps each; a snapshot at half the steps is kept as a less skilled
+policy). Collection: `feedbackgen.collect` with an equal-share mixture of the {len(labels)} policies,
+deterministic actions plus per-episode Gaussian noise with std drawn from
+U({recipe.noise[0]:g}, {recipe.noise[1]:g}) × action half-range, clipped; seed {recipe.seed}.
+
+| policy | episodes | mean reward | mean cost |
+|---|---|---|---|
+{chr(10).join(rows)}
+
+Rebuild (from the repository root; the models are in `datasets/recipes/zoo/{recipe.task}/`):
+
+```bash
+.venv/bin/python datasets/recipes/build_mini.py --task {recipe.task}                  # train+collect+card
+.venv/bin/python datasets/recipes/build_mini.py --task {recipe.task} --stage collect  # reuse the zoo
+```
+
+Collection is reproducible from the seed (independent of the number of workers); zoo training is
+seeded but PPO on another machine/library version may differ slightly. Versions:
+{', '.join(f'{k} {v}' for k, v in coll['versions'].items())}.
+
+License: Apache-2.0, like the toolkit.
+"""
+    tmp = folder / ".README.md.tmp"
+    tmp.write_text(card)
+    tmp.replace(folder / "README.md")
+    return folder / "README.md"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--task", required=True, choices=sorted(RECIPES))
+    parser.add_argument("--stage", choices=("all", "train", "collect", "card"), default="all")
+    parser.add_argument("--workers", type=int, default=None, help="collection workers (default: all cores)")
+    args = parser.parse_args(argv)
+    recipe = RECIPES[args.task]
+    os.chdir(ROOT)  # policy paths in the collection record are relative to the repository root
+    try:
+        if args.stage in ("all", "train"):
+            train(recipe)
+        if args.stage in ("all", "collect"):
+            collect_mixture(recipe, args.workers)
+        if args.stage in ("all", "collect", "card"):
+            print(write_card(recipe))
+    except FeedbackgenError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,612 @@
+"""Collect an offline safe-RL dataset by rolling out behaviour policies in a simulator.
+
+The output is the DSRL HDF5 layout (written by :func:`feedbackgen.sources.write_dsrl`), so every
+reader of DSRL files reads it. Alongside it goes a JSON record with the collection's normalisation
+references (min/max episode reward and cost) and how the data was made (policies, noise, seeds,
+library versions).
+
+Behaviour policies (``CollectConfig.policies``; several form a mixture with episode shares):
+
+- ``random``: actions uniform in the action space.
+- ``sb3:PATH``: a saved stable-baselines3 model (``.zip``; PPO, A2C, SAC, TD3 or DDPG), acting
+  deterministically. Needs the ``zoo`` extra.
+- ``presa:PATH``: a presa checkpoint or run directory, through :func:`presa.checkpoint.load_actor`.
+
+Per-episode action noise: each episode draws a Gaussian standard deviation uniformly from
+``noise`` (a fraction of the action range's half-width) and adds that noise to every action,
+clipped to the action space.
+
+Reproducibility: one ``seed`` is expanded with :class:`numpy.random.SeedSequence` into one child
+sequence per episode, which fixes that episode's policy, noise level, noise draws and simulator
+reset seed. Episodes run in a process pool (each worker makes its own environment), and the result
+does not depend on the number of workers.
+
+Example:
+    >>> from feedbackgen.collect import CollectConfig, collect
+    >>> cfg = CollectConfig(task="BallRun", out="ballrun.hdf5", episodes=20,
+    ...                     policies=("random",), noise=(0.0, 0.2), seed=0)
+    >>> path = collect(cfg)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+import feedbackgen
+from feedbackgen.errors import FeedbackgenError
+from feedbackgen.tasks import SUITE_THRESHOLDS
+
+POLICY_KINDS = ("random", "sb3", "presa")
+HDF5_SUFFIXES = (".hdf5", ".h5")
+ProgressFn = Callable[[int, int], None]
+
+
+# ----------------------------------------------------------------------------------------------
+# configuration
+
+
+def parse_policy(text: str) -> tuple[str, float]:
+    """Parse one policy entry ``SPEC`` or ``SPEC@SHARE`` into ``(spec, share)``.
+
+    Args:
+        text: ``random``, ``sb3:PATH`` or ``presa:PATH``, optionally followed by ``@SHARE`` (a
+            positive number; shares of a mixture are normalised to sum to 1). Default share 1.
+
+    Returns:
+        The policy spec and its (unnormalised) share.
+
+    Raises:
+        FeedbackgenError: unknown kind or a bad share.
+
+    Example:
+        >>> parse_policy("sb3:zoo/lam5.zip@0.25")
+        ('sb3:zoo/lam5.zip', 0.25)
+    """
+    text = text.strip()
+    spec, share = text, 1.0
+    if "@" in text:
+        head, _, tail = text.rpartition("@")
+        try:
+            share = float(tail)
+        except ValueError:
+            share = None  # an '@' that is part of a path
+        if share is not None:
+            spec = head
+        else:
+            share = 1.0
+    kind = spec.split(":", 1)[0]
+    if kind not in POLICY_KINDS or (kind == "random") != (spec == "random") or spec.endswith(":"):
+        raise FeedbackgenError(f"bad policy '{text}': use random, sb3:PATH or presa:PATH, "
+                               "optionally followed by @SHARE")
+    if not np.isfinite(share) or share <= 0:
+        raise FeedbackgenError(f"bad policy share in '{text}': the share after '@' must be a positive number")
+    return spec, share
+
+
+def _as_policy_tuple(policies) -> tuple[tuple[str, float], ...]:
+    if isinstance(policies, str):
+        policies = (policies,)
+    out = []
+    for p in policies:
+        if isinstance(p, str):
+            spec, share = parse_policy(p)
+        else:
+            spec, share = p
+            spec, _ = parse_policy(str(spec))
+            share = float(share)
+            if not np.isfinite(share) or share <= 0:
+                raise FeedbackgenError(f"bad policy share {share} for '{spec}': shares must be positive")
+        out.append((spec, share))
+    if not out:
+        raise FeedbackgenError("no behaviour policy given: pass at least one (e.g. --policy random)")
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class CollectConfig:
+    """What to collect and where to write it (validated on construction, never mutated).
+
+    Attributes:
+        task: a task name (``BallRun``), a shipped task or a simulator env id.
+        out: output path. A ``.hdf5``/``.h5`` file gets a JSON record next to it (same stem,
+            ``.json``); any other path is a dataset folder that receives ``data.hdf5`` and
+            ``dataset.json`` (the shipped-dataset format, registrable as a task).
+        episodes: number of episodes to roll out.
+        policies: behaviour policies, each ``SPEC``/``SPEC@SHARE`` or a ``(spec, share)`` pair;
+            normalised to ``((spec, share), ...)`` with shares summing to 1.
+        noise: ``(low, high)`` range of the per-episode Gaussian action-noise std, as a fraction of
+            the action range's half-width; ``(0, 0)`` means no noise.
+        seed: the one seed everything is derived from.
+        workers: processes to use; ``None`` means every available core.
+        max_episode_steps: cap on episode length; ``None`` uses the environment's.
+        name: task name recorded for a dataset folder (default: the folder's name).
+        overwrite: replace an existing output.
+    """
+
+    task: str
+    out: Path
+    episodes: int
+    policies: tuple = ("random",)
+    noise: tuple[float, float] = (0.0, 0.0)
+    seed: int = 0
+    workers: int | None = None
+    max_episode_steps: int | None = None
+    name: str | None = None
+    overwrite: bool = False
+    _extra: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        if not str(self.task).strip():
+            raise FeedbackgenError("no task given: pass --task (e.g. BallRun)")
+        set_(self, "out", Path(self.out))
+        if int(self.episodes) < 1:
+            raise FeedbackgenError(f"episodes must be at least 1 (got {self.episodes})")
+        set_(self, "episodes", int(self.episodes))
+        pol = _as_policy_tuple(self.policies)
+        total = sum(s for _, s in pol)
+        set_(self, "policies", tuple((spec, share / total) for spec, share in pol))
+        for spec, _ in self.policies:
+            if spec != "random":
+                path = Path(spec.split(":", 1)[1]).expanduser()
+                if not path.exists():
+                    raise FeedbackgenError(f"policy file {path} does not exist: check the path in "
+                                           f"'{spec}'")
+        try:
+            lo, hi = (float(x) for x in self.noise)
+        except (TypeError, ValueError):
+            raise FeedbackgenError(f"bad noise range {self.noise!r}: give two numbers LOW HIGH "
+                                   "with 0 <= LOW <= HIGH") from None
+        if not (np.isfinite(lo) and np.isfinite(hi) and 0 <= lo <= hi):
+            raise FeedbackgenError(f"bad noise range ({lo}, {hi}): need 0 <= LOW <= HIGH "
+                                   "(std as a fraction of the action half-range)")
+        set_(self, "noise", (lo, hi))
+        set_(self, "seed", int(self.seed))
+        if self.workers is not None and int(self.workers) < 1:
+            raise FeedbackgenError(f"workers must be at least 1 (got {self.workers})")
+        if self.max_episode_steps is not None and int(self.max_episode_steps) < 1:
+            raise FeedbackgenError(f"max_episode_steps must be at least 1 (got {self.max_episode_steps})")
+
+    @property
+    def is_folder(self) -> bool:
+        """True when ``out`` is a dataset folder rather than a single HDF5 file."""
+        return self.out.suffix.lower() not in HDF5_SUFFIXES
+
+    def to_dict(self) -> dict:
+        """JSON-able record of the configuration."""
+        d = asdict(self)
+        d.pop("_extra")
+        d["out"] = str(self.out)
+        d["policies"] = [{"spec": s, "share": sh} for s, sh in self.policies]
+        d["noise"] = list(self.noise)
+        return d
+
+
+# ----------------------------------------------------------------------------------------------
+# episode plan (depends only on the config, never on the number of workers)
+
+
+@dataclass(frozen=True)
+class EpisodePlan:
+    """Everything that fixes one episode: index, policy, noise level, and its seed sequence."""
+
+    index: int
+    policy: int
+    noise_std: float
+    reset_seed: int
+    noise_seed: np.random.SeedSequence
+
+
+def episode_counts(shares: list[float], episodes: int) -> list[int]:
+    """Split ``episodes`` over policies by share (largest remainder; ties to the earlier policy)."""
+    raw = np.asarray(shares, dtype=float) * episodes
+    counts = np.floor(raw).astype(int)
+    order = sorted(range(len(shares)), key=lambda i: (-(raw[i] - counts[i]), i))
+    for i in order[: episodes - counts.sum()]:
+        counts[i] += 1
+    return [int(c) for c in counts]
+
+
+def plan_episodes(cfg: CollectConfig) -> list[EpisodePlan]:
+    """The per-episode plan derived from ``cfg.seed`` with :class:`numpy.random.SeedSequence`."""
+    root = np.random.SeedSequence(cfg.seed)
+    plan_seq, *episode_seqs = root.spawn(cfg.episodes + 1)
+    counts = episode_counts([s for _, s in cfg.policies], cfg.episodes)
+    assignment = np.repeat(np.arange(len(counts)), counts)
+    np.random.default_rng(plan_seq).shuffle(assignment)
+    plans = []
+    lo, hi = cfg.noise
+    for i, seq in enumerate(episode_seqs):
+        params_seq, noise_seq = seq.spawn(2)
+        rng = np.random.default_rng(params_seq)
+        std = float(rng.uniform(lo, hi)) if hi > lo else lo
+        reset_seed = int(rng.integers(0, 2**31 - 1))
+        plans.append(EpisodePlan(i, int(assignment[i]), std, reset_seed, noise_seq))
+    return plans
+
+
+# ----------------------------------------------------------------------------------------------
+# behaviour policies
+
+
+class RandomPolicy:
+    """Uniform random actions within the action space's bounds."""
+
+    def __init__(self, action_space) -> None:
+        self.low = np.asarray(action_space.low, dtype=np.float64)
+        self.high = np.asarray(action_space.high, dtype=np.float64)
+
+    def __call__(self, obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return rng.uniform(self.low, self.high)
+
+
+def _require_sb3():
+    try:
+        import stable_baselines3
+    except ImportError:
+        raise FeedbackgenError("sb3: policies need stable-baselines3: install the 'zoo' extra: "
+                               "pip install 'presa-toolkit[zoo]'") from None
+    return stable_baselines3
+
+
+class SB3Policy:
+    """A saved stable-baselines3 model acting deterministically (algorithm read from the file)."""
+
+    ALGOS = {"ppo": "PPO", "a2c": "A2C", "sac": "SAC", "td3": "TD3", "ddpg": "DDPG"}
+
+    def __init__(self, path: Path, obs_dim: int, act_dim: int) -> None:
+        sb3 = _require_sb3()
+        import torch
+
+        torch.set_num_threads(1)
+        from stable_baselines3.common.save_util import load_from_zip_file
+
+        try:
+            data, _, _ = load_from_zip_file(path, device="cpu", load_data=True)
+        except Exception as exc:  # noqa: BLE001 - any failure here means "not an sb3 model"
+            raise FeedbackgenError(f"{path} is not a readable stable-baselines3 model ({exc})") from None
+        module = getattr(data.get("policy_class"), "__module__", "")
+        algo_key = module.split(".")[1] if module.count(".") >= 2 else ""
+        names = [self.ALGOS[algo_key]] if algo_key in self.ALGOS else ["PPO", "A2C"]
+        errors = []
+        self.model = None
+        for name in names:
+            try:
+                self.model = getattr(sb3, name).load(path, device="cpu")
+                break
+            except Exception as exc:  # noqa: BLE001
+                errors.append(f"{name}: {exc}")
+        if self.model is None:
+            raise FeedbackgenError(f"could not load {path} as a stable-baselines3 model "
+                                   f"({'; '.join(errors)})")
+        obs_shape = self.model.observation_space.shape
+        act_shape = self.model.action_space.shape
+        if obs_shape != (obs_dim,) or act_shape != (act_dim,):
+            raise FeedbackgenError(f"policy {path} expects observations {obs_shape} and actions {act_shape}, "
+                                   f"but the task has ({obs_dim},) and ({act_dim},): use a policy "
+                                   "trained on this task")
+
+    def __call__(self, obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        action, _ = self.model.predict(obs, deterministic=True)
+        return np.asarray(action, dtype=np.float64)
+
+
+class PresaPolicy:
+    """A presa checkpoint through :func:`presa.checkpoint.load_actor` (deterministic mean action)."""
+
+    def __init__(self, path: Path, obs_dim: int, act_dim: int) -> None:
+        try:
+            import torch
+            from presa.checkpoint import load_actor
+        except ImportError as exc:
+            raise FeedbackgenError(f"presa: policies need the presa package and torch ({exc}); "
+                                   "install presa-toolkit") from None
+        torch.set_num_threads(1)
+        self.actor = load_actor(path, device="cpu")
+        if (self.actor.obs_dim, self.actor.act_dim) != (obs_dim, act_dim):
+            raise FeedbackgenError(f"presa checkpoint {path} has obs/act dims ({self.actor.obs_dim}, "
+                                   f"{self.actor.act_dim}) but the task has ({obs_dim}, {act_dim}): use a "
+                                   "checkpoint trained on this task")
+
+    def __call__(self, obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return np.asarray(self.actor(np.asarray(obs, dtype=np.float32)[None]), dtype=np.float64)[0]
+
+
+def make_policy(spec: str, action_space, obs_dim: int):
+    """Build a behaviour policy from its spec (``random``, ``sb3:PATH``, ``presa:PATH``)."""
+    act_dim = int(np.prod(action_space.shape))
+    if spec == "random":
+        return RandomPolicy(action_space)
+    kind, path = spec.split(":", 1)
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise FeedbackgenError(f"policy file {path} does not exist: check the path in '{spec}'")
+    if kind == "sb3":
+        return SB3Policy(path, obs_dim, act_dim)
+    return PresaPolicy(path, obs_dim, act_dim)
+
+
+# ----------------------------------------------------------------------------------------------
+# rollouts (run in worker processes or in-process)
+
+_WORKER: dict = {}
+
+
+def _worker_setup(task: str, specs: tuple[str, ...], max_steps: int | None) -> None:
+    from feedbackgen.sim import make_env
+
+    env = make_env(task, max_episode_steps=max_steps)
+    obs_dim = int(np.prod(env.observation_space.shape))
+    _WORKER.clear()
+    _WORKER.update(env=env, max_steps=int(max_steps or env.max_episode_steps),
+                   policies=[make_policy(s, env.action_space, obs_dim) for s in specs])
+
+
+def _run_episodes(plans: list[EpisodePlan]) -> list[dict]:
+    return [_run_episode(p) for p in plans]
+
+
+def _run_episode(plan: EpisodePlan) -> dict:
+    env, max_steps = _WORKER["env"], _WORKER["max_steps"]
+    policy = _WORKER["policies"][plan.policy]
+    low = np.asarray(env.action_space.low, dtype=np.float64)
+    high = np.asarray(env.action_space.high, dtype=np.float64)
+    half_range = (high - low) / 2.0
+    rng = np.random.default_rng(plan.noise_seed)
+    obs, _ = env.reset(seed=plan.reset_seed)
+    obs_l, next_l, act_l, rew_l, cost_l, term_l, trunc_l = [], [], [], [], [], [], []
+    for t in range(max_steps):
+        obs = np.asarray(obs, dtype=np.float32).reshape(-1)
+        action = policy(obs, rng)
+        if plan.noise_std > 0:
+            action = action + rng.normal(0.0, plan.noise_std, size=action.shape) * half_range
+        action = np.clip(action, low, high).astype(np.float32)
+        nxt, reward, cost, terminated, truncated, _ = env.step(action)
+        truncated = bool(truncated) or (t == max_steps - 1 and not terminated)
+        obs_l.append(obs)
+        next_l.append(np.asarray(nxt, dtype=np.float32).reshape(-1))
+        act_l.append(action)
+        rew_l.append(float(reward))
+        cost_l.append(float(cost))
+        term_l.append(bool(terminated))
+        trunc_l.append(bool(truncated) and not terminated)
+        if terminated or truncated:
+            break
+        obs = nxt
+    return {
+        "index": plan.index, "observations": np.stack(obs_l), "next_observations": np.stack(next_l),
+        "actions": np.stack(act_l), "rewards": np.asarray(rew_l, np.float32),
+        "costs": np.asarray(cost_l, np.float32), "terminations": np.asarray(term_l, bool),
+        "truncations": np.asarray(trunc_l, bool),
+    }
+
+
+def available_cores() -> int:
+    """Cores this process may run on (``sched_getaffinity`` where available)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+def _rollout(cfg: CollectConfig, plans: list[EpisodePlan], workers: int,
+             progress: ProgressFn | None) -> list[dict]:
+    specs = tuple(s for s, _ in cfg.policies)
+    total = len(plans)
+    done = 0
+    results: list[dict] = []
+    if workers <= 1:
+        _worker_setup(cfg.task, specs, cfg.max_episode_steps)
+        try:
+            for p in plans:
+                results.append(_run_episode(p))
+                done += 1
+                if progress:
+                    progress(done, total)
+        finally:
+            _WORKER["env"].close()
+            _WORKER.clear()
+        return results
+    chunk = max(1, min(16, total // (workers * 4)))
+    batches = [plans[i:i + chunk] for i in range(0, total, chunk)]
+    # spawn: workers start clean (no inherited torch/pybullet state), safe on every platform.
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                             initializer=_worker_setup,
+                             initargs=(cfg.task, specs, cfg.max_episode_steps)) as pool:
+        futures = [pool.submit(_run_episodes, b) for b in batches]
+        try:
+            for fut in futures:
+                batch = fut.result()
+                results.extend(batch)
+                done += len(batch)
+                if progress:
+                    progress(done, total)
+        except BaseException:
+            for fut in futures:
+                fut.cancel()
+            raise
+    return results
+
+
+# ----------------------------------------------------------------------------------------------
+# record keeping
+
+
+def _versions(specs: tuple[str, ...]) -> dict:
+    names = ["numpy", "h5py", "gymnasium", "bullet-safety-gym", "pybullet", "safety-gymnasium",
+             "mujoco", "metadrive-simulator"]
+    if any(s.startswith(("sb3:", "presa:")) for s in specs):
+        names += ["torch", "stable-baselines3"]
+    out = {"python": platform.python_version(), "feedbackgen": feedbackgen.__version__}
+    for n in names:
+        try:
+            out[n] = metadata.version(n)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def _git_commit() -> str | None:
+    try:
+        res = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return res.stdout.strip() or None if res.returncode == 0 else None
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+    else:
+        files = [path]
+    for f in files:
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------
+# entry point
+
+
+def collect(cfg: CollectConfig, progress: ProgressFn | None = None) -> Path:
+    """Roll out the configured behaviour policies and write the dataset.
+
+    Args:
+        cfg: what to collect (see :class:`CollectConfig`).
+        progress: optional callback ``progress(episodes_done, episodes_total)``.
+
+    Returns:
+        The path written: the HDF5 file, or the dataset folder.
+
+    Raises:
+        FeedbackgenError: unknown task, missing simulator or policy file, existing output without
+            ``overwrite``, or a policy that does not fit the task.
+    """
+    from feedbackgen.sim import make_env
+    from feedbackgen.sources import Trajectories, write_dsrl
+
+    out = cfg.out
+    if out.exists() and not cfg.overwrite:
+        raise FeedbackgenError(f"{out} already exists: pass --overwrite to replace it "
+                               "or choose another --out")
+    if not out.parent.exists():
+        raise FeedbackgenError(f"folder {out.parent} does not exist: create it or choose another --out")
+
+    # Validate task and policies in this process first: a bad task or policy fails fast, once.
+    env = make_env(cfg.task, max_episode_steps=cfg.max_episode_steps)
+    try:
+        obs_dim = int(np.prod(env.observation_space.shape))
+        act_dim = int(np.prod(env.action_space.shape))
+        if env.max_episode_steps is None:
+            raise FeedbackgenError(f"{cfg.task} has no episode limit: pass --max-episode-steps")
+        max_steps = int(env.max_episode_steps)
+        task = env.task
+        env_id = env.env_id
+        family = env.family
+        for spec, _ in cfg.policies:
+            make_policy(spec, env.action_space, obs_dim)
+    finally:
+        env.close()
+
+    plans = plan_episodes(cfg)
+    workers = min(int(cfg.workers or available_cores()), len(plans))
+    results = _rollout(cfg, plans, workers, progress)
+    results.sort(key=lambda r: r["index"])
+
+    lengths = np.asarray([len(r["rewards"]) for r in results], dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    cat = {k: np.concatenate([r[k] for r in results]) for k in
+           ("observations", "next_observations", "actions", "rewards", "costs", "terminations",
+            "truncations")}
+    traj = Trajectories(episode_start=starts, episode_length=lengths, **cat)
+    ep_reward, ep_cost = traj.episode_returns()
+
+    references = {"min_episode_reward": float(ep_reward.min()), "max_episode_reward": float(ep_reward.max()),
+                  "min_episode_cost": float(ep_cost.min()), "max_episode_cost": float(ep_cost.max())}
+    policy_of = np.asarray([p.policy for p in plans])
+    policies = []
+    for i, (spec, share) in enumerate(cfg.policies):
+        entry = {"spec": spec, "share": share, "episodes": int((policy_of == i).sum())}
+        if spec != "random":
+            entry["sha256"] = _file_sha256(Path(spec.split(":", 1)[1]).expanduser())
+            mask = policy_of == i
+            if mask.any():
+                entry["mean_episode_reward"] = float(ep_reward[mask].mean())
+                entry["mean_episode_cost"] = float(ep_cost[mask].mean())
+        policies.append(entry)
+    task_name = task.name if task is not None else cfg.task
+    base_task = (task.base_task or task.name) if task is not None else None
+    record = {
+        "task": task_name, "base_task": base_task, "env_id": env_id, "suite": family,
+        "episodes": int(len(lengths)), "transitions": int(lengths.sum()),
+        "max_episode_steps": max_steps, "obs_dim": obs_dim, "act_dim": act_dim,
+        **references,
+        "policies": policies,
+        "episode_policy": [p.policy for p in plans],
+        "episode_noise_std": [round(p.noise_std, 6) for p in plans],
+        "noise": {"kind": "gaussian", "std_range": list(cfg.noise), "scale": "fraction of action half-range",
+                  "per_episode": True, "clipped": True},
+        "seed": cfg.seed, "seeding": "numpy SeedSequence(seed).spawn(episodes + 1); child 0 assigns "
+                                     "policies, child i+1 fixes episode i (noise std, reset seed, noise)",
+        "config": cfg.to_dict(),
+        "versions": _versions(tuple(s for s, _ in cfg.policies)),
+        "git_commit": _git_commit(),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+    }
+    attrs = {"feedbackgen_collection": json.dumps(record), **references,
+             "task": record["task"], "env_id": str(env_id), "seed": cfg.seed}
+
+    if not cfg.is_folder:
+        write_dsrl(out, traj, attrs)
+        _write_json_atomic(out.with_suffix(".json"), record)
+        return out
+
+    name = cfg.name or out.name
+    thresholds = list(task.thresholds) if task is not None else list(SUITE_THRESHOLDS[family])
+    task_rec = {
+        "name": name, "suite": family, "env_id": env_id,
+        "max_episode_steps": max_steps, **references, "thresholds": thresholds,
+        "dsrl_file": None, "dsrl_env_id": None, "base_task": base_task, "origin": "shipped",
+    }
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        write_dsrl(tmp / "data.hdf5", traj, attrs)
+        (tmp / "dataset.json").write_text(json.dumps({"task": task_rec, "file": "data.hdf5",
+                                                      "collection": record}, indent=2) + "\n")
+        if out.exists():
+            old = out.with_name(f".{out.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _write_json_atomic(path: Path, obj: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    tmp.replace(path)
