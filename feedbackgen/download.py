@@ -13,6 +13,7 @@ Only the standard library is used (``urllib``).
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import time
 import urllib.error
@@ -137,7 +138,7 @@ def download_dsrl_file(file_name: str, dest_dir: str | Path, *, urls: Sequence[s
                 if exc.code in (403, 404, 410):  # this mirror does not have it; next mirror
                     break
                 continue
-            except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            except (urllib.error.URLError, http.client.HTTPException, OSError, TimeoutError) as exc:
                 reason = getattr(exc, "reason", exc)
                 last = f"{url}: {reason}"
                 continue

@@ -117,3 +117,20 @@ def tiny_store(tiny_task, tmp_path: Path) -> Path:
     cfg = MakeConfig(task=TINY_TASK_NAME, noise=0.1, seed=3, n_pairs=200, n_safety=150,
                      out=tmp_path / "stores" / "tiny.zarr")
     return make_store(cfg)
+
+
+class DsrlFactory:
+    """What ``dsrl_factory`` hands to tests (so test modules need not import this conftest)."""
+
+    episode_lengths = TINY_EPISODE_LENGTHS
+    task_name = TINY_TASK_NAME
+    thresholds = TINY_THRESHOLDS
+    max_episode_steps = TINY_MAX_EPISODE_STEPS
+    write = staticmethod(write_tiny_dsrl)
+    register = staticmethod(register_tiny_task)
+
+
+@pytest.fixture
+def dsrl_factory() -> type[DsrlFactory]:
+    """Helpers to write tiny DSRL files (``.write(path, **kw)``) and register tasks (``.register``)."""
+    return DsrlFactory
