@@ -1,0 +1,265 @@
+"""The algorithm interface every trainer algorithm implements, and the registry.
+
+An algorithm owns its networks, optimisers and extra state (multipliers, reference points, ...);
+the trainer owns the loop, the seed, logging, checkpoints and the run directory. Contract:
+
+- ``Algorithm(cfg, data, generator)`` builds everything on ``data.device``; all randomness comes
+  from ``generator`` (a ``torch.Generator`` on that device).
+- ``algo.policy`` is the :class:`presa.policy.Policy` that ``presa.checkpoint.load_actor`` exports.
+- ``algo.update(step)`` performs one training step (``step`` counts completed steps, from 0) and
+  returns a dict of scalar tensors (no ``.item()``) or Python floats, named without the
+  ``train/`` prefix; the trainer averages them over each logging interval.
+- ``algo.state_dict()`` / ``algo.load_state_dict(sd)`` round-trip everything needed to continue
+  bit-identically: after loading a checkpoint taken after step n, ``update(n)`` gives the same
+  result as in an uninterrupted run. Values must be tensors, numbers, strings, lists, dicts or None
+  (checkpoints are loaded with ``torch.load(weights_only=True)``). The keys ``policy`` (state dict),
+  ``optimizer`` (the main optimiser's state dict), ``nu`` and ``zref`` (tensors or None) are
+  lifted to the top level of a checkpoint.
+- ``Algorithm.check_data(data, cfg)`` rejects a store the algorithm cannot train on with a
+  ``FeedbackgenError`` (e.g. no preference pairs).
+
+Register with ``@register("name")``; the class becomes available to ``presa train --algo name``
+once its module is imported in ``presa/algos/__init__.py``.
+
+Two ready-made bases cover the common shapes:
+
+- :class:`Algorithm` with :meth:`Algorithm.bc_update` — behaviour cloning over a pool of
+  transitions (BC-All, BC-Safe-Seg).
+- :class:`ReferenceAlignment` — phase 1 behaviour cloning for ``bc_steps``, then a frozen reference
+  whose log-probabilities are computed once for every transition, then ``align_update(step)`` with
+  the learning-rate warm-up (PreSa, CPL, safety-only, binary alignment). It provides
+  :meth:`ReferenceAlignment.segment_scores`, one forward pass over the union of segments of a step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import torch
+
+from feedbackgen.errors import FeedbackgenError
+from presa import losses
+from presa.config import TrainConfig
+from presa.data import TrainingData
+from presa.policy import Policy, build_policy
+
+ALGORITHMS: dict[str, type[Algorithm]] = {}
+
+_REF_CHUNK = 65_536
+
+
+def register(name: str) -> Callable[[type[Algorithm]], type[Algorithm]]:
+    """Class decorator that makes an algorithm available by name."""
+    def deco(cls: type[Algorithm]) -> type[Algorithm]:
+        if name in ALGORITHMS and ALGORITHMS[name] is not cls:
+            raise ValueError(f"algorithm {name!r} registered twice")
+        cls.name = name
+        ALGORITHMS[name] = cls
+        return cls
+    return deco
+
+
+def get_algorithm(name: str) -> type[Algorithm]:
+    """The registered class for ``name``.
+
+    Raises:
+        FeedbackgenError: unknown name, listing the available ones.
+    """
+    if name not in ALGORITHMS:
+        close = difflib.get_close_matches(name, list(ALGORITHMS), n=2)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise FeedbackgenError(f"unknown algorithm {name!r}{hint}; "
+                               f"available: {', '.join(sorted(ALGORITHMS))}")
+    return ALGORITHMS[name]
+
+
+def available_algorithms() -> list[str]:
+    return sorted(ALGORITHMS)
+
+
+class Algorithm(ABC):
+    """Base class: builds the policy and an Adam optimiser over it; subclasses define ``update``."""
+
+    name: ClassVar[str] = ""
+    #: what the algorithm reads from the store (checked by :meth:`check_data`).
+    needs_preferences: ClassVar[bool] = False
+    needs_safety: ClassVar[bool] = False
+
+    def __init__(self, cfg: TrainConfig, data: TrainingData, generator: torch.Generator) -> None:
+        self.cfg, self.data, self.gen = cfg, data, generator
+        self.device = data.device
+        self.policy: Policy = build_policy(cfg.policy, obs_dim=data.obs_dim, act_dim=data.act_dim,
+                                           hidden=cfg.hidden, dropout=cfg.dropout,
+                                           generator=_cpu_generator(generator)).to(self.device)
+        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=cfg.lr)
+        self._bc_pool: torch.Tensor | None = None
+
+    @classmethod
+    def check_data(cls, data: TrainingData, cfg: TrainConfig) -> None:
+        """Raise ``FeedbackgenError`` if ``data`` lacks what this algorithm needs."""
+        if cls.needs_preferences and data.n_pairs == 0:
+            raise FeedbackgenError(f"algorithm {cls.name!r} needs preference pairs but the store has none; "
+                                   "make the store with preferences")
+        if cls.needs_safety and data.n_safety == 0:
+            raise FeedbackgenError(f"algorithm {cls.name!r} needs safety labels but the store has none; "
+                                   "make the store with safety labels")
+
+    @abstractmethod
+    def update(self, step: int) -> dict[str, torch.Tensor | float]:
+        """One training step; returns scalar metric tensors (no host sync) or floats."""
+
+    def phase(self, step: int) -> str:
+        """Name of the training phase of ``step`` (shown in the progress bar)."""
+        return "train"
+
+    # -- helpers for subclasses ---------------------------------------------------------------
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """bf16 autocast for the policy forward pass when ``precision = bf16``, else a no-op."""
+        if self.cfg.precision == "bf16":
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def bc_update(self, pool: torch.Tensor | None = None) -> dict[str, torch.Tensor | float]:
+        """One behaviour-cloning step on ``cfg.bc_batch`` transitions drawn from ``pool`` (transition
+        indices; None: all transitions), at learning rate ``cfg.lr``."""
+        n = self.data.n_transitions if pool is None else int(pool.shape[0])
+        idx = self.data.sample(self.gen, n, self.cfg.bc_batch)
+        if pool is not None:
+            idx = pool[idx]
+        self.policy.train()
+        self.set_lr(self.cfg.lr)
+        with self.autocast():
+            params = self.policy.params(self.data.obs[idx], self.gen)
+        loss = losses.bc_loss(self.policy.log_prob_from_params(params.float(), self.data.actions[idx]))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return {"bc_loss": loss.detach(), "lr": self.cfg.lr}
+
+    # -- state ----------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "nu": None, "zref": None}
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        self.policy.load_state_dict(sd["policy"])
+        self.optimizer.load_state_dict(sd["optimizer"])
+
+
+def _cpu_generator(generator: torch.Generator) -> torch.Generator:
+    """Weights are initialised on the CPU (same initial weights on every device): a CPU generator
+    seeded from ``generator``'s device stream."""
+    if generator.device.type == "cpu":
+        return generator
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device).item())
+    return torch.Generator().manual_seed(seed)
+
+
+def warmup_lr(step: int, cfg: TrainConfig) -> float:
+    """Learning rate at ``step``: ``lr`` during BC; after it, linear from 0 to ``align_lr`` over
+    ``warmup_steps`` (the first alignment step uses align_lr / warmup_steps), then ``align_lr``."""
+    if step < cfg.bc_steps:
+        return cfg.lr
+    if cfg.warmup_steps <= 0:
+        return cfg.align_lr
+    k = step - cfg.bc_steps + 1
+    return cfg.align_lr * min(1.0, k / cfg.warmup_steps)
+
+
+class ReferenceAlignment(Algorithm):
+    """BC for ``bc_steps``, then alignment against the frozen BC policy π_ref.
+
+    When phase 2 starts, the BC weights are kept as the reference and π_ref's parameters and
+    log π_ref(a|s) are computed once (eval mode, no dropout) for every transition and cached; the
+    checkpoint stores the reference weights and the cache is rebuilt from them on load.
+    Subclasses implement :meth:`align_update`.
+    """
+
+    def __init__(self, cfg: TrainConfig, data: TrainingData, generator: torch.Generator) -> None:
+        super().__init__(cfg, data, generator)
+        self.reference: dict[str, torch.Tensor] | None = None
+        self.ref_params: torch.Tensor | None = None  # (N, param_dim)
+        self.ref_logp: torch.Tensor | None = None    # (N,)
+
+    def phase(self, step: int) -> str:
+        return "bc" if step < self.cfg.bc_steps else "align"
+
+    def update(self, step: int) -> dict[str, torch.Tensor | float]:
+        if step < self.cfg.bc_steps:
+            return self.bc_update()
+        if self.reference is None:
+            self.make_reference()
+        self.policy.train()
+        lr = warmup_lr(step, self.cfg)
+        self.set_lr(lr)
+        out = self.align_update(step)
+        out["lr"] = lr
+        return out
+
+    @abstractmethod
+    def align_update(self, step: int) -> dict[str, torch.Tensor | float]:
+        """One alignment step (the learning rate is already set)."""
+
+    def make_reference(self) -> None:
+        """Freeze the current weights as π_ref and cache its parameters and log-probs."""
+        self.reference = {k: v.detach().clone() for k, v in self.policy.state_dict().items()}
+        self._cache_reference()
+
+    @torch.no_grad()
+    def _cache_reference(self) -> None:
+        assert self.reference is not None
+        ref = build_policy(self.cfg.policy, obs_dim=self.data.obs_dim, act_dim=self.data.act_dim,
+                           hidden=self.cfg.hidden, dropout=self.cfg.dropout).to(self.device)
+        ref.load_state_dict(self.reference)
+        ref.eval()
+        params, logp = [], []
+        for lo in range(0, self.data.n_transitions, _REF_CHUNK):
+            p = ref.params(self.data.obs[lo:lo + _REF_CHUNK]).float()
+            params.append(p)
+            logp.append(ref.log_prob_from_params(p, self.data.actions[lo:lo + _REF_CHUNK]))
+        self.ref_params = torch.cat(params)
+        self.ref_logp = torch.cat(logp)
+
+    def segment_scores(self, segments: torch.Tensor, *, with_kl: bool = False
+                       ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """S_θ for ``segments`` (K,) with one forward pass over all their steps (K·H rows).
+
+        Returns:
+            (scores (K,), per-segment α·Σγ^t·KL(π_θ‖π_ref) (K,) if ``with_kl`` else None).
+        """
+        assert self.ref_logp is not None and self.ref_params is not None
+        rows = self.data.seg_index[segments]              # (K, H)
+        weights = self.data.seg_weight[segments]          # (K, H)
+        flat = rows.reshape(-1)
+        with self.autocast():
+            params = self.policy.params(self.data.obs[flat], self.gen)
+        params = params.float()
+        logp = self.policy.log_prob_from_params(params, self.data.actions[flat]).view(rows.shape)
+        scores = losses.segment_scores(logp, self.ref_logp[rows], weights, self.cfg.alpha)
+        kl = None
+        if with_kl:
+            with torch.no_grad():
+                kl_rows = self.policy.kl_from_params(params.detach(), self.ref_params[flat]).view(rows.shape)
+                kl = self.cfg.alpha * (kl_rows * weights).sum(-1)
+        return scores, kl
+
+    def state_dict(self) -> dict[str, Any]:
+        sd = super().state_dict()
+        sd["reference"] = self.reference
+        return sd
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        super().load_state_dict(sd)
+        self.reference = sd.get("reference")
+        if self.reference is not None:
+            self._cache_reference()
+        else:
+            self.ref_params = self.ref_logp = None

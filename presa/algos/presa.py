@@ -1,0 +1,96 @@
+"""PreSa: preference alignment under a safety-alignment constraint (``shared/docs/method.md``).
+
+Phase 1 (steps < ``bc_steps``): behaviour cloning on every transition; the result becomes the
+frozen reference π_ref (see :class:`presa.algos.base.ReferenceAlignment`). Phase 2, per step::
+
+    pairs (a, b, y = P(b ≻ a)) and safety segments (σ, u) drawn uniformly
+    S_θ for all 2·pair_batch + safety_batch segments in one forward pass
+    z_ref ← reference point (ema | batch | kl | zero), detached
+    g_θ   = weighted KTO-style value of the safety batch
+    L     = L_pref(S_a, S_b, y) + ν · (δ − g_θ)          → one Adam step on θ
+    ν     ← dual update (sgd: clip(ν + lr_ν(δ − g_θ), 0, ν_max); or pid)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from presa import losses
+from presa.algos.base import ReferenceAlignment, register
+from presa.config import TrainConfig
+from presa.data import TrainingData
+
+
+@register("presa")
+class PreSa(ReferenceAlignment):
+    """The PreSa algorithm; state beyond the networks: ν (and the PID terms) and z_ref."""
+
+    needs_preferences = True
+    needs_safety = True
+
+    def __init__(self, cfg: TrainConfig, data: TrainingData, generator: torch.Generator) -> None:
+        super().__init__(cfg, data, generator)
+        self.nu = torch.tensor(cfg.nu_init, dtype=torch.float32, device=self.device)
+        self.zref = torch.tensor(0.0, dtype=torch.float32, device=self.device)
+        self.pid_integral = self.nu.clone()
+        self.pid_prev_error: torch.Tensor | None = None
+
+    def align_update(self, step: int) -> dict[str, torch.Tensor | float]:
+        cfg, d = self.cfg, self.data
+        p = d.sample(self.gen, d.n_pairs, cfg.pair_batch)
+        s = d.sample(self.gen, d.n_safety, cfg.safety_batch)
+        y = d.pref_label[p]
+        safe = d.safety_label[s]
+        segments = torch.cat([d.pref_a[p], d.pref_b[p], d.safety_segment[s]])
+        scores, kl = self.segment_scores(segments, with_kl=cfg.zref_mode == "kl")
+        n = cfg.pair_batch
+        s_a, s_b, s_s = scores[:n], scores[n:2 * n], scores[2 * n:]
+
+        zref = losses.zref_update(cfg.zref_mode, self.zref, s_s, cfg.zref_momentum,
+                                  kl[2 * n:].mean() if kl is not None else None)
+        g = losses.safety_alignment(s_s, safe, zref, cfg.beta_s, cfg.eta)
+        pref = losses.preference_loss(s_a, s_b, y, cfg.lambda_cb)
+        loss = losses.lagrangian(pref, g, self.nu, cfg.delta)
+
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+
+        self.zref = zref
+        self.dual_update(g)
+        with torch.no_grad():
+            n_safe = safe.sum()
+            s_det = s_s.detach()
+            return {
+                "loss": loss.detach(), "pref_loss": pref.detach(), "g": g.detach(), "nu": self.nu,
+                "zref": zref, "safe_frac": n_safe / safe.numel(),
+                "pref_acc": losses.preference_accuracy(s_a.detach(), s_b.detach(), y),
+                "score_safe": (s_det * safe).sum() / n_safe.clamp(min=1),
+                "score_unsafe": (s_det * (1 - safe)).sum() / (safe.numel() - n_safe).clamp(min=1),
+            }
+
+    def dual_update(self, g: torch.Tensor) -> None:
+        """Move ν with the configured rule (g_θ detached)."""
+        cfg = self.cfg
+        if cfg.nu_rule == "sgd":
+            self.nu = losses.dual_update_sgd(self.nu, g, cfg.delta, cfg.nu_lr, cfg.nu_max)
+        else:
+            self.nu, self.pid_integral, self.pid_prev_error = losses.dual_update_pid(
+                self.pid_integral, self.pid_prev_error, g, cfg.delta, cfg.nu_lr, cfg.pid_kp, cfg.pid_kd,
+                cfg.nu_max)
+
+    def state_dict(self) -> dict[str, Any]:
+        sd = super().state_dict()
+        sd.update(nu=self.nu.clone(), zref=self.zref.clone(),
+                  pid={"integral": self.pid_integral.clone(), "prev_error": self.pid_prev_error})
+        return sd
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        super().load_state_dict(sd)
+        self.nu = sd["nu"].to(self.device)
+        self.zref = sd["zref"].to(self.device)
+        self.pid_integral = sd["pid"]["integral"].to(self.device)
+        prev = sd["pid"]["prev_error"]
+        self.pid_prev_error = prev.to(self.device) if prev is not None else None

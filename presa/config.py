@@ -1,0 +1,390 @@
+"""Training configuration: one frozen dataclass, resolved from layered sources.
+
+Precedence, lowest first::
+
+    field defaults  <  suite defaults (from the store's task)  <  preset (quick|full)
+                    <  --config file.yaml  <  explicit CLI options and --set key=value
+
+Every option of the method (``shared/docs/method.md``) is a field of :class:`TrainConfig`; the
+resolved config is written as ``config.yaml`` into every run directory and into every checkpoint.
+
+Example:
+    >>> cfg = resolve_config(suite="bullet", preset="quick", overrides={"threshold": 20, "seed": 1})
+    >>> cfg.alpha, cfg.threshold, cfg.total_steps > cfg.bc_steps
+    (0.2, 20.0, True)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from feedbackgen.errors import FeedbackgenError
+
+SUITES = ("bullet", "safety_gymnasium", "metadrive")
+PRESETS = ("full", "quick")
+ZREF_MODES = ("ema", "batch", "kl", "zero")
+NU_RULES = ("sgd", "pid")
+POLICY_KINDS = ("deterministic", "gaussian")
+PRECISIONS = ("fp32", "bf16")
+
+# Per-suite defaults from method.md ("Defaults (per suite)").
+SUITE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "bullet": {"total_steps": 100_000, "bc_steps": 30_000, "alpha": 0.2, "gamma": 0.99, "eta": 0.25},
+    "safety_gymnasium": {"total_steps": 100_000, "bc_steps": 30_000, "alpha": 0.1, "gamma": 0.99, "eta": 0.5},
+    "metadrive": {"total_steps": 200_000, "bc_steps": 60_000, "alpha": 0.2, "gamma": 1.0, "eta": 0.25},
+}
+
+# Presets are applied on top of the suite defaults. ``full`` is the method as specified (the suite
+# defaults themselves); ``quick`` is a few thousand steps for demos and tests (well under a minute
+# of CPU on the shipped datasets) and does not reach the full preset's numbers.
+PRESET_VALUES: dict[str, dict[str, Any]] = {
+    "full": {},
+    "quick": {"total_steps": 2_500, "bc_steps": 1_000, "warmup_steps": 300, "align_lr": 3e-5,
+              "log_every": 50, "checkpoint_every": 1_000},
+}
+
+# Options that may change when a run is resumed (they do not change the math of a step).
+RESUME_MUTABLE = ("total_steps", "log_every", "checkpoint_every")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every option of a training run. Immutable; validated on construction.
+
+    Attributes:
+        algo: registered algorithm name (``presa``, ``bc_all``, ...; see ``presa.algos``).
+        threshold: episode cost threshold κ; must be one of the store's thresholds.
+        seed: the one seed of the run (torch.Generator for batches, dropout and init).
+        device: ``cpu`` or ``cuda`` / ``cuda:N``.
+        precision: ``fp32`` (default, exact) or ``bf16`` (autocast for the policy's matmuls; a
+            fast path whose accuracy must be checked before use).
+        alpha: temperature α > 0 of the segment score S_θ.
+        gamma: within-segment discount γ ∈ (0, 1].
+        eta: weight ratio η > 0 of unsafe to safe segments in g_θ.
+        delta: constraint level δ ∈ (0, 1) of g_θ ≥ δ.
+        lambda_cb: conservative bias λ_cb ∈ (0, 1] of the preference loss.
+        beta_s: slope β_s > 0 of the safety value sigmoid.
+        zref_mode: reference point z_ref: ``ema`` | ``batch`` | ``kl`` | ``zero``.
+        zref_momentum: momentum of the ``ema`` reference point, in [0, 1).
+        nu_init: initial Lagrange multiplier ν_0 ≥ 0.
+        nu_lr: dual step size lr_ν > 0 (also the integral gain of ``pid``).
+        nu_max: upper clip of ν.
+        nu_rule: ``sgd`` (projected dual ascent) or ``pid`` (PID Lagrangian).
+        pid_kp: proportional gain of the PID rule.
+        pid_kd: derivative gain of the PID rule.
+        bc_steps: behaviour-cloning steps (phase 1), counted within ``total_steps``.
+        total_steps: all gradient steps, BC included.
+        pair_batch: preference pairs per alignment step.
+        safety_batch: safety-labelled segments per alignment step.
+        bc_batch: transitions per behaviour-cloning step.
+        policy: ``deterministic`` (tanh MLP, log π = −‖μ − a‖²) or ``gaussian`` (tanh-squashed).
+        hidden: hidden layer sizes of the policy MLP.
+        dropout: dropout probability on hidden layers, in [0, 1).
+        lr: Adam learning rate of the BC phase.
+        align_lr: learning rate of the alignment phase, reached after the warm-up.
+        warmup_steps: linear warm-up from 0 to ``align_lr`` after BC (0: no warm-up).
+        log_every: steps between metric records (metrics are averaged over the interval).
+        checkpoint_every: steps between periodic checkpoints (0: final checkpoint only).
+    """
+
+    algo: str = "presa"
+    threshold: float | None = None
+    seed: int = 0
+    device: str = "cpu"
+    precision: str = "fp32"
+    alpha: float = 0.2
+    gamma: float = 0.99
+    eta: float = 0.25
+    delta: float = 0.9
+    lambda_cb: float = 1.0
+    beta_s: float = 1.0
+    zref_mode: str = "ema"
+    zref_momentum: float = 0.9
+    nu_init: float = 1.0
+    nu_lr: float = 1e-3
+    nu_max: float = 100.0
+    nu_rule: str = "sgd"
+    pid_kp: float = 1.0
+    pid_kd: float = 0.0
+    bc_steps: int = 30_000
+    total_steps: int = 100_000
+    pair_batch: int = 96
+    safety_batch: int = 96
+    bc_batch: int = 1024
+    policy: str = "deterministic"
+    hidden: tuple[int, ...] = field(default=(256, 256))
+    dropout: float = 0.25
+    lr: float = 1e-4
+    align_lr: float = 1e-5
+    warmup_steps: int = 10_000
+    log_every: int = 100
+    checkpoint_every: int = 10_000
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, YAML-able values (tuples become lists)."""
+        out = dataclasses.asdict(self)
+        out["hidden"] = list(self.hidden)
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Build from a mapping of field names, coercing strings/lists to field types.
+
+        Raises:
+            FeedbackgenError: unknown keys (with the closest names), bad types or bad values.
+        """
+        check_keys(values)
+        return cls(**{k: _coerce(k, v) for k, v in values.items()})
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with ``changes`` applied (and validated)."""
+        check_keys(changes)
+        return dataclasses.replace(self, **{k: _coerce(k, v) for k, v in changes.items()})
+
+
+def field_names() -> list[str]:
+    return [f.name for f in fields(TrainConfig)]
+
+
+def check_keys(values: dict[str, Any]) -> None:
+    """Raise one clear error for keys that are not TrainConfig fields, naming the closest ones."""
+    names = field_names()
+    unknown = [k for k in values if k not in names]
+    if not unknown:
+        return
+    parts = []
+    for k in unknown:
+        close = difflib.get_close_matches(str(k), names, n=3, cutoff=0.5)
+        parts.append(f"'{k}'" + (f" (did you mean {', '.join(close)}?)" if close else ""))
+    raise FeedbackgenError(f"unknown config key{'s' if len(unknown) > 1 else ''} {'; '.join(parts)}; "
+                           f"valid keys: {', '.join(names)}")
+
+
+def _field_type(name: str) -> Any:
+    hints = typing.get_type_hints(TrainConfig)
+    return hints[name]
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Convert ``value`` (from YAML, a ``--set`` string, or Python) to field ``name``'s type."""
+    tp = _field_type(name)
+    args = typing.get_args(tp)
+    optional = type(None) in args
+    if optional:
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "")):
+            return None
+        tp = next(a for a in args if a is not type(None))
+    try:
+        if typing.get_origin(tp) is tuple:
+            if isinstance(value, str):
+                value = yaml.safe_load(value) if value.strip().startswith("[") else value.split(",")
+            if isinstance(value, int | float):
+                value = [value]
+            return tuple(_to_int(v) for v in value)
+        if tp is bool:
+            if isinstance(value, str):
+                low = value.strip().lower()
+                if low not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(value)
+                return low in ("true", "1", "yes")
+            return bool(value)
+        if tp is int:
+            return _to_int(value)
+        if tp is float:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return float(value)
+        if tp is str:
+            if not isinstance(value, str):
+                raise ValueError(value)
+            return value
+    except (TypeError, ValueError):
+        raise FeedbackgenError(f"config key '{name}' expects {_type_name(tp)}, got {value!r}") from None
+    return value  # pragma: no cover - every field type is handled above
+
+
+def _to_int(v: Any) -> int:
+    if isinstance(v, bool):
+        raise ValueError(v)
+    if isinstance(v, float):
+        if not v.is_integer():
+            raise ValueError(v)
+        return int(v)
+    if isinstance(v, str):
+        f = float(v.replace("_", ""))
+        if not f.is_integer():
+            raise ValueError(v)
+        return int(f)
+    return int(v)
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is tuple:
+        return "a list of integers"
+    if isinstance(tp, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    return {int: "an integer", float: "a number", str: "a string", bool: "true/false"}.get(tp, str(tp))
+
+
+def _validate(c: TrainConfig) -> None:
+    def bad(msg: str) -> None:
+        raise FeedbackgenError(msg)
+
+    def choice(name: str, allowed: tuple[str, ...]) -> None:
+        if getattr(c, name) not in allowed:
+            bad(f"{name} must be one of {', '.join(allowed)}, got {getattr(c, name)!r}")
+
+    def finite(name: str) -> float:
+        v = getattr(c, name)
+        if not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(v):
+            bad(f"{name} must be a finite number, got {v!r}")
+        return float(v)
+
+    for name in ("alpha", "gamma", "eta", "delta", "lambda_cb", "beta_s", "zref_momentum", "nu_init",
+                 "nu_lr", "nu_max", "pid_kp", "pid_kd", "dropout", "lr", "align_lr"):
+        finite(name)
+    if not 0.0 < c.delta < 1.0:
+        bad(f"delta must be in (0, 1) (the constraint is g_θ ≥ δ with g_θ ∈ (0, 1)), got {c.delta:g}; "
+            "use e.g. --set delta=0.9")
+    if c.alpha <= 0:
+        bad(f"alpha must be > 0, got {c.alpha:g}")
+    if not 0.0 < c.gamma <= 1.0:
+        bad(f"gamma must be in (0, 1], got {c.gamma:g}")
+    if c.eta <= 0:
+        bad(f"eta must be > 0, got {c.eta:g}")
+    if not 0.0 < c.lambda_cb <= 1.0:
+        bad(f"lambda_cb must be in (0, 1], got {c.lambda_cb:g}")
+    if c.beta_s <= 0:
+        bad(f"beta_s must be > 0, got {c.beta_s:g}")
+    if not 0.0 <= c.zref_momentum < 1.0:
+        bad(f"zref_momentum must be in [0, 1), got {c.zref_momentum:g}")
+    if c.nu_max <= 0:
+        bad(f"nu_max must be > 0, got {c.nu_max:g}")
+    if not 0.0 <= c.nu_init <= c.nu_max:
+        bad(f"nu_init must be in [0, nu_max={c.nu_max:g}], got {c.nu_init:g}")
+    if c.nu_lr <= 0:
+        bad(f"nu_lr must be > 0, got {c.nu_lr:g}")
+    if c.pid_kp < 0 or c.pid_kd < 0:
+        bad("pid_kp and pid_kd must be ≥ 0")
+    if not 0.0 <= c.dropout < 1.0:
+        bad(f"dropout must be in [0, 1), got {c.dropout:g}")
+    if c.lr <= 0 or c.align_lr <= 0:
+        bad("lr and align_lr must be > 0")
+    choice("zref_mode", ZREF_MODES)
+    choice("nu_rule", NU_RULES)
+    choice("policy", POLICY_KINDS)
+    choice("precision", PRECISIONS)
+    for name in ("seed", "bc_steps", "total_steps", "pair_batch", "safety_batch", "bc_batch",
+                 "warmup_steps", "log_every", "checkpoint_every"):
+        v = getattr(c, name)
+        if not isinstance(v, int) or isinstance(v, bool):
+            bad(f"{name} must be an integer, got {v!r}")
+    if c.seed < 0:
+        bad(f"seed must be ≥ 0, got {c.seed}")
+    if c.total_steps < 1 or c.bc_steps < 0 or c.bc_steps > c.total_steps:
+        bad(f"need 0 ≤ bc_steps ≤ total_steps and total_steps ≥ 1, got bc_steps={c.bc_steps}, "
+            f"total_steps={c.total_steps}")
+    for name in ("pair_batch", "safety_batch", "bc_batch", "log_every"):
+        if getattr(c, name) < 1:
+            bad(f"{name} must be ≥ 1, got {getattr(c, name)}")
+    if c.warmup_steps < 0 or c.checkpoint_every < 0:
+        bad("warmup_steps and checkpoint_every must be ≥ 0")
+    if not c.hidden or any((not isinstance(h, int)) or h < 1 for h in c.hidden):
+        bad(f"hidden must be a non-empty list of positive integers, got {list(c.hidden)!r}")
+    if not isinstance(c.algo, str) or not c.algo:
+        bad("algo must be a non-empty name")
+    if c.threshold is not None:
+        if not isinstance(c.threshold, int | float) or not math.isfinite(c.threshold) or c.threshold < 0:
+            bad(f"threshold must be a finite number ≥ 0, got {c.threshold!r}")
+    if not (c.device == "cpu" or c.device == "cuda" or c.device.startswith("cuda:")):
+        bad(f"device must be cpu, cuda or cuda:N, got {c.device!r}")
+
+
+def parse_set(items: list[str] | None) -> dict[str, Any]:
+    """Parse ``--set key=value`` items; values are read as YAML scalars/lists (``hidden=[64,64]``).
+
+    Raises:
+        FeedbackgenError: an item without ``=``, or an unknown key.
+    """
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise FeedbackgenError(f"--set expects key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        key = key.strip().replace("-", "_")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        out[key] = value
+    check_keys(out)
+    return out
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping of TrainConfig fields (e.g. a run's resolved ``config.yaml``).
+
+    Raises:
+        FeedbackgenError: missing/unreadable file, not a mapping, or unknown keys.
+    """
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise FeedbackgenError(f"config file {path} does not exist") from None
+    except (OSError, yaml.YAMLError) as exc:
+        first = str(exc).splitlines()[0]
+        raise FeedbackgenError(f"config file {path} is not readable YAML ({first})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise FeedbackgenError(f"config file {path} must hold a mapping of config keys, "
+                               f"got {type(data).__name__}")
+    check_keys(data)
+    return data
+
+
+def resolve_config(*, suite: str | None = None, preset: str | None = None,
+                   file_values: dict[str, Any] | None = None,
+                   overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Layer the sources in precedence order and validate once.
+
+    Args:
+        suite: the store's task suite (``bullet``, ``safety_gymnasium``, ``metadrive``) or None.
+        preset: ``full`` or ``quick`` (None: ``full``).
+        file_values: values from ``--config file.yaml``.
+        overrides: explicit CLI options and ``--set`` values (highest precedence).
+
+    Raises:
+        FeedbackgenError: unknown suite/preset/keys or invalid values.
+    """
+    values: dict[str, Any] = {}
+    if suite is not None:
+        if suite not in SUITE_DEFAULTS:
+            raise FeedbackgenError(f"unknown suite {suite!r}; expected one of {', '.join(SUITES)}")
+        values.update(SUITE_DEFAULTS[suite])
+    preset = preset or "full"
+    if preset not in PRESET_VALUES:
+        raise FeedbackgenError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    values.update(PRESET_VALUES[preset])
+    for layer in (file_values or {}, overrides or {}):
+        check_keys(layer)
+        values.update({k: v for k, v in layer.items()})
+    return TrainConfig.from_dict(values)
+
+
+def dump_yaml(cfg: TrainConfig) -> str:
+    """The resolved config as YAML (field order kept)."""
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

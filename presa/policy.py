@@ -1,0 +1,215 @@
+"""Policies: MLPs over normalised observations with explicit-generator dropout.
+
+Two classes, as in method.md ("Policy"):
+
+- :class:`DeterministicPolicy` — obs → hidden → … → action, ReLU, dropout on hidden layers, tanh
+  output μ_θ(s); ``log π(a|s) = −‖μ_θ(s) − a‖²`` (a Gaussian with variance ½ per dimension, up to a
+  constant, which cancels in every log-ratio).
+- :class:`GaussianPolicy` — a tanh-squashed Gaussian with state-dependent log-std clamped to
+  [−5, 2]; the mean action is ``tanh(mean)``.
+
+Every policy maps observations to a parameter tensor (``params``); log-probabilities, mean actions
+and KL divergences are computed from those parameters, so one forward pass serves all of them and
+the reference policy's parameters can be cached per transition.
+
+Dropout draws its masks from the ``torch.Generator`` passed to :meth:`Policy.params`, never from
+global RNG state, so the same seed gives the same weights. Initial weights are drawn from a
+generator too (PyTorch's default ``nn.Linear`` ranges).
+
+Example:
+    >>> import torch
+    >>> g = torch.Generator().manual_seed(0)
+    >>> pi = build_policy("deterministic", obs_dim=3, act_dim=2, hidden=(16, 16), dropout=0.25, generator=g)
+    >>> pi.eval().mean_action(torch.zeros(4, 3)).shape
+    torch.Size([4, 2])
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from feedbackgen.errors import FeedbackgenError
+
+LOG_STD_MIN = -5.0
+LOG_STD_MAX = 2.0
+_ATANH_EPS = 1e-6
+
+POLICY_CLASSES: dict[str, type[Policy]] = {}
+
+
+def register_policy(name: str) -> Callable[[type[Policy]], type[Policy]]:
+    """Class decorator: make a policy class buildable by name (and loadable by ``load_actor``)."""
+    def deco(cls: type[Policy]) -> type[Policy]:
+        cls.kind = name
+        POLICY_CLASSES[name] = cls
+        return cls
+    return deco
+
+
+def dropout(x: torch.Tensor, p: float, generator: torch.Generator | None) -> torch.Tensor:
+    """Inverted dropout with masks drawn from ``generator``: keep each unit with probability 1 − p.
+
+    Same math as ``torch.nn.functional.dropout`` (kept units are scaled by 1/(1 − p)), but with an
+    explicit generator. When 256·p is an integer (p = 0.25, 0.5, ...) the mask is drawn from random
+    bytes (one 64-bit draw per 8 units: exact Bernoulli(1 − p), several times cheaper than one
+    float draw per unit); otherwise from uniform floats.
+    """
+    if p <= 0.0:
+        return x
+    numel = x.numel()
+    k = p * 256.0
+    if k == int(k) and numel % 8 == 0:
+        bits = torch.empty(numel // 8, dtype=torch.int64, device=x.device)
+        bits.random_(generator=generator)
+        keep = bits.view(torch.uint8).view(x.shape) >= int(k)
+    else:
+        keep = torch.empty(x.shape, dtype=torch.float32, device=x.device).uniform_(generator=generator) >= p
+    return _masked_scale(x, keep, 1.0 / (1.0 - p))
+
+
+def _masked_scale(x: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:
+    return torch.where(keep, x * scale, x.new_zeros(()))
+
+
+class Policy(nn.Module):
+    """Base class: an MLP trunk with explicit-generator dropout and a parameter head.
+
+    Subclasses define ``param_dim``, :meth:`log_prob_from_params`, :meth:`mean_from_params` and
+    :meth:`kl_from_params`. Inputs are *normalised* observations; the :class:`presa.checkpoint.Actor`
+    wraps normalisation for raw observations.
+    """
+
+    kind: ClassVar[str] = ""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...] = (256, 256),
+                 dropout: float = 0.25, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.obs_dim, self.act_dim = int(obs_dim), int(act_dim)
+        self.hidden, self.p_drop = tuple(int(h) for h in hidden), float(dropout)
+        sizes = (self.obs_dim, *self.hidden)
+        self.layers = nn.ModuleList(nn.Linear(i, o, device="meta")
+                                    for i, o in zip(sizes[:-1], sizes[1:], strict=True))
+        self.head = nn.Linear(sizes[-1], self.param_dim, device="meta")
+        self.to_empty(device="cpu")
+        self.reset_parameters(generator)
+
+    @property
+    def param_dim(self) -> int:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def init_kwargs(self) -> dict:
+        """Constructor arguments needed to rebuild this policy (saved in checkpoints)."""
+        return {"obs_dim": self.obs_dim, "act_dim": self.act_dim, "hidden": list(self.hidden),
+                "dropout": self.p_drop}
+
+    @torch.no_grad()
+    def reset_parameters(self, generator: torch.Generator | None) -> None:
+        """PyTorch's default Linear ranges, U(−1/√fan_in, 1/√fan_in), drawn from ``generator``."""
+        for lin in [*self.layers, self.head]:
+            bound = 1.0 / math.sqrt(lin.in_features)
+            lin.weight.uniform_(-bound, bound, generator=generator)
+            lin.bias.uniform_(-bound, bound, generator=generator)
+
+    def params(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Distribution parameters for normalised observations ``obs`` (B, obs) → (B, param_dim).
+
+        In training mode, dropout masks come from ``generator``.
+        """
+        x = obs
+        drop = self.training and self.p_drop > 0.0
+        for lin in self.layers:
+            x = torch.relu(lin(x))
+            if drop:
+                x = dropout(x, self.p_drop, generator)
+        return self.head(x)
+
+    def log_prob_from_params(self, params: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """log π(a|s) per row, (B,)."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def mean_from_params(self, params: torch.Tensor) -> torch.Tensor:
+        """The mean (evaluation) action per row, (B, act)."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def kl_from_params(self, params: torch.Tensor, ref_params: torch.Tensor) -> torch.Tensor:
+        """KL(π_θ(·|s) ‖ π_ref(·|s)) per row, (B,)."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def log_prob(self, obs: torch.Tensor, actions: torch.Tensor,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.log_prob_from_params(self.params(obs, generator).float(), actions)
+
+    def mean_action(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.mean_from_params(self.params(obs).float())
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.mean_action(obs)
+
+
+@register_policy("deterministic")
+class DeterministicPolicy(Policy):
+    """μ_θ(s) = tanh(MLP(s)); log π(a|s) = −‖μ_θ(s) − a‖²."""
+
+    @property
+    def param_dim(self) -> int:
+        return self.act_dim
+
+    def log_prob_from_params(self, params: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        return -(torch.tanh(params) - actions).square().sum(-1)
+
+    def mean_from_params(self, params: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(params)
+
+    def kl_from_params(self, params: torch.Tensor, ref_params: torch.Tensor) -> torch.Tensor:
+        # Both are N(μ, ½I) (log-density −‖μ − a‖² + const): KL = ‖μ_θ − μ_ref‖² / (2·½).
+        return (torch.tanh(params) - torch.tanh(ref_params)).square().sum(-1)
+
+
+@register_policy("gaussian")
+class GaussianPolicy(Policy):
+    """a = tanh(u), u ~ N(m_θ(s), diag σ_θ(s)²), log σ clamped to [−5, 2]."""
+
+    @property
+    def param_dim(self) -> int:
+        return 2 * self.act_dim
+
+    def _split(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, log_std = params.split(self.act_dim, dim=-1)
+        return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
+
+    def log_prob_from_params(self, params: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        mean, log_std = self._split(params)
+        a = actions.clamp(-1.0 + _ATANH_EPS, 1.0 - _ATANH_EPS)
+        u = torch.atanh(a)
+        z = (u - mean) * torch.exp(-log_std)
+        log_n = -0.5 * z.square() - log_std - 0.5 * math.log(2.0 * math.pi)
+        # change of variables a = tanh(u): log|da/du| = log(1 − tanh(u)²) = 2(log 2 − u − softplus(−2u))
+        log_det = 2.0 * (math.log(2.0) - u - nn.functional.softplus(-2.0 * u))
+        return (log_n - log_det).sum(-1)
+
+    def mean_from_params(self, params: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self._split(params)[0])
+
+    def kl_from_params(self, params: torch.Tensor, ref_params: torch.Tensor) -> torch.Tensor:
+        # KL is invariant under the bijection tanh, so it is the KL of the two diagonal Gaussians.
+        m1, s1 = self._split(params)
+        m2, s2 = self._split(ref_params)
+        var_ratio = torch.exp(2.0 * (s1 - s2))
+        return (s2 - s1 + 0.5 * (var_ratio + (m1 - m2).square() * torch.exp(-2.0 * s2)) - 0.5).sum(-1)
+
+
+def build_policy(kind: str, *, obs_dim: int, act_dim: int, hidden: tuple[int, ...] | list[int] = (256, 256),
+                 dropout: float = 0.25, generator: torch.Generator | None = None) -> Policy:
+    """Build a registered policy class by name.
+
+    Raises:
+        FeedbackgenError: unknown policy kind.
+    """
+    if kind not in POLICY_CLASSES:
+        raise FeedbackgenError(f"unknown policy {kind!r}; choose one of {', '.join(sorted(POLICY_CLASSES))}")
+    return POLICY_CLASSES[kind](obs_dim, act_dim, tuple(hidden), dropout, generator)
