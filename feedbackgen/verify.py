@@ -135,12 +135,13 @@ def validate_store(path: str | Path) -> ValidationReport:
 
     seg_ep, seg_start, seg_len = _values(data.segment_episode), _values(data.segment_start), \
         _values(data.segment_length)
+    segments_ok = False
     if check(bool(((seg_ep >= 0) & (seg_ep < E)).all()), "segments/episode has ids outside [0, episodes)") \
             and check(bool((seg_len >= 1).all()), "segments/length has values < 1"):
         inside = (seg_start >= ep_start[seg_ep]) & (seg_start + seg_len <= ep_start[seg_ep] + ep_len[seg_ep])
         bad = np.flatnonzero(~inside)
-        check(bad.size == 0, f"{bad.size} segments are not inside their episode (first: segment "
-                             f"{bad[0] if bad.size else -1})")
+        segments_ok = check(bad.size == 0, f"{bad.size} segments are not inside their episode (first: "
+                                           f"segment {bad[0] if bad.size else -1})")
 
     a, b = _values(data.pref_a), _values(data.pref_b)
     label, prob = _values(data.pref_label), _values(data.pref_prob)
@@ -171,10 +172,11 @@ def validate_store(path: str | Path) -> ValidationReport:
             for nm, per_step, total in sums:
                 check(np.allclose(episode_sums(per_step, ep_start), _values(total), rtol=1e-4, atol=1e-3),
                       f"oracle/episode_{nm} is not the episode sum of oracle/{nm}s")
-            csum = np.concatenate([[0.0], np.cumsum(rewards, dtype=np.float64)])
-            seg_ret = csum[seg_start + seg_len] - csum[seg_start]
-            check(np.allclose(seg_ret, _values(o.segment_return), rtol=1e-4, atol=1e-3),
-                  "oracle/segment_return is not the reward sum of each segment")
+            if segments_ok:
+                csum = np.concatenate([[0.0], np.cumsum(rewards, dtype=np.float64)])
+                seg_ret = csum[seg_start + seg_len] - csum[seg_start]
+                check(np.allclose(seg_ret, _values(o.segment_return), rtol=1e-4, atol=1e-3),
+                      "oracle/segment_return is not the reward sum of each segment")
         check(_in_set(_values(o.pref_label), (0.0, 0.5, 1.0)),
               "oracle/pref_label has values other than 0, 0.5 and 1")
         check(_in_set(_values(o.safety_label), (0, 1)), "oracle/safety_label has values other than 0 and 1")
