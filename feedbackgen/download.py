@@ -28,6 +28,9 @@ DSRL_URLS: tuple[str, ...] = (
     "http://data.offline-saferl.org/download/{file}",
 )
 _BLOCK = 1 << 20
+#: environment variable with URL templates (``{file}`` placeholder, separated by spaces) to try
+#: instead of :data:`DSRL_URLS`, e.g. a local mirror.
+MIRRORS_ENV = "FEEDBACKGEN_DSRL_MIRRORS"
 
 ProgressFn = Callable[[str, int, int], None]
 
@@ -95,7 +98,13 @@ def _fetch(url: str, part: Path, *, timeout: float, progress: ProgressFn | None,
             raise urllib.error.URLError(f"connection closed after {done} of {total} bytes")
 
 
-def download_dsrl_file(file_name: str, dest_dir: str | Path, *, urls: Sequence[str] = DSRL_URLS,
+def mirror_urls() -> tuple[str, ...]:
+    """URL templates to try: ``$FEEDBACKGEN_DSRL_MIRRORS`` if set, else :data:`DSRL_URLS`."""
+    env = os.environ.get(MIRRORS_ENV, "").split()
+    return tuple(env) if env else DSRL_URLS
+
+
+def download_dsrl_file(file_name: str, dest_dir: str | Path, *, urls: Sequence[str] | None = None,
                        retries: int = 3, backoff: float = 2.0, timeout: float = 60.0,
                        progress: ProgressFn | None = None) -> Path:
     """Download ``file_name`` into ``dest_dir`` from the first mirror that serves it.
@@ -103,7 +112,7 @@ def download_dsrl_file(file_name: str, dest_dir: str | Path, *, urls: Sequence[s
     Args:
         file_name: the DSRL file name (``SafetyBallRun-v0-80-940.hdf5``).
         dest_dir: the cache folder.
-        urls: URL templates with ``{file}``, tried in order.
+        urls: URL templates with ``{file}``, tried in order (default :func:`mirror_urls`).
         retries: attempts per URL; attempt k waits ``backoff * 2**(k-1)`` seconds first.
         backoff: base wait in seconds.
         timeout: socket timeout per attempt.
@@ -126,7 +135,7 @@ def download_dsrl_file(file_name: str, dest_dir: str | Path, *, urls: Sequence[s
     final = dest_dir / file_name
     part = dest_dir / (file_name + ".part")
     last = "no mirror tried"
-    for template in urls:
+    for template in urls if urls is not None else mirror_urls():
         url = template.format(file=file_name)
         for attempt in range(max(1, retries)):
             if attempt:
