@@ -5,7 +5,8 @@ To add one, write ``presa/algos/<name>.py`` with a class decorated ``@register("
 (see :mod:`presa.algos.base` for the contract) and import the module here.
 """
 
-from presa.algos import bc_all, presa  # noqa: F401  (registration side effects)
+# registration side effects:
+from presa.algos import bc_all, bc_safe, bc_safe_seg, binary, cpl, presa, safety_only, two_stage  # noqa: F401
 from presa.algos.base import (
     ALGORITHMS,
     Algorithm,

@@ -1,0 +1,65 @@
+"""BC-Safe (oracle reference): behaviour cloning on the episodes whose ground-truth episode cost
+is ≤ κ, as in OSRL/DSRL's BC-Safe.
+
+It reads the ground truth from the store's ``oracle`` group (``oracle/episode_cost``), not from
+the feedback, so it is a calibration reference against the published numbers
+(``shared/reference/offline_safe_rl_reference.csv``), not a method that learns from feedback. A
+store stripped with ``feedbackgen strip`` has no oracle group and is refused with a clear error.
+BC runs at learning rate ``lr`` for all ``total_steps``; ``bc_steps`` and the alignment options are
+ignored.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from feedbackgen.errors import FeedbackgenError
+from presa.algos.base import Algorithm, register
+from presa.config import TrainConfig
+from presa.data import TrainingData
+
+
+def safe_episode_pool(data: TrainingData) -> torch.Tensor:
+    """Sorted transition indices of every episode with oracle episode cost ≤ ``data.threshold``.
+
+    Raises:
+        FeedbackgenError: the store has no oracle group (it was stripped).
+    """
+    store = data.store
+    if store.oracle is None:
+        raise FeedbackgenError(f"bc_safe needs the ground-truth episode costs, but the store "
+                               f"{data.store_path} "
+                               "has no oracle group (it was stripped); train on the unstripped store")
+    cost = np.asarray(store.oracle.episode_cost, dtype=np.float64)
+    start = np.asarray(store.episode_start, dtype=np.int64)
+    length = np.asarray(store.episode_length, dtype=np.int64)
+    keep = np.flatnonzero(cost <= float(data.threshold))
+    if keep.size == 0:
+        return torch.zeros(0, dtype=torch.int64, device=data.device)
+    idx = np.concatenate([np.arange(start[e], start[e] + length[e], dtype=np.int64) for e in keep])
+    return torch.as_tensor(idx, device=data.device)
+
+
+@register("bc_safe")
+class BCSafe(Algorithm):
+    """Behaviour cloning on the ground-truth safe episodes (oracle reference)."""
+
+    def __init__(self, cfg: TrainConfig, data: TrainingData, generator: torch.Generator) -> None:
+        super().__init__(cfg, data, generator)
+        self.pool = safe_episode_pool(data)
+
+    @classmethod
+    def check_data(cls, data: TrainingData, cfg: TrainConfig) -> None:
+        super().check_data(data, cfg)
+        if safe_episode_pool(data).numel() == 0:
+            raise FeedbackgenError(f"bc_safe: no episode of the store has cost ≤ {data.threshold:g}; "
+                                   "choose a larger --threshold")
+
+    def phase(self, step: int) -> str:
+        return "bc"
+
+    def update(self, step: int) -> dict[str, torch.Tensor | float]:
+        out = self.bc_update(self.pool)
+        out["pool"] = float(self.pool.shape[0])
+        return out
