@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from feedbackgen.errors import FeedbackgenError
 
@@ -36,7 +37,7 @@ def collect_command(
 ) -> None:
     """Collect an offline safe-RL dataset (DSRL HDF5 layout) from behaviour policies in a simulator."""
     err = Console(stderr=True)
-    console = Console()
+    console = Console(highlight=False)
     try:
         from feedbackgen.collect import CollectConfig, collect
 
@@ -44,18 +45,22 @@ def collect_command(
                             noise=noise, seed=seed, workers=workers, max_episode_steps=max_episode_steps,
                             name=name, overwrite=overwrite)
         with Progress(TextColumn("collecting"), BarColumn(), MofNCompleteColumn(), TextColumn("episodes"),
-                      TimeElapsedColumn(), console=console, transient=True) as bar:
+                      TimeElapsedColumn(), console=err, transient=True) as bar:
             tid = bar.add_task("collect", total=cfg.episodes)
             path = collect(cfg, progress=lambda done, total: bar.update(tid, completed=done))
     except FeedbackgenError as exc:
-        err.print(f"[red]error: {exc}[/red]", highlight=False, soft_wrap=True)
+        err.print(Text(f"error: {exc}", style="red"), soft_wrap=True)
+        raise typer.Exit(1) from None
+    except OSError as exc:  # disk full, permission denied: still one line
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        err.print(Text(f"error: {exc.strerror or exc}{where}; check the path and free space, then retry",
+                       style="red"), soft_wrap=True)
         raise typer.Exit(1) from None
     record_path = path / "dataset.json" if path.is_dir() else path.with_suffix(".json")
     record = json.loads(record_path.read_text())
     rec = record.get("collection", record)
     console.print(f"[green]wrote[/green] {path}  ({rec['episodes']} episodes, "
-                  f"{rec['transitions']} transitions)", highlight=False)
+                  f"{rec['transitions']} transitions)")
     console.print(f"episode reward {rec['min_episode_reward']:.1f} .. {rec['max_episode_reward']:.1f}   "
-                  f"episode cost {rec['min_episode_cost']:.1f} .. {rec['max_episode_cost']:.1f}",
-                  highlight=False)
-    console.print(f"record: {record_path}", highlight=False)
+                  f"episode cost {rec['min_episode_cost']:.1f} .. {rec['max_episode_cost']:.1f}")
+    console.print(f"record: {record_path}")

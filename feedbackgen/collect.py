@@ -18,8 +18,9 @@ clipped to the action space.
 
 Reproducibility: one ``seed`` is expanded with :class:`numpy.random.SeedSequence` into one child
 sequence per episode, which fixes that episode's policy, noise level, noise draws and simulator
-reset seed. Episodes run in a process pool (each worker makes its own environment), and the result
-does not depend on the number of workers.
+reset seed. Episodes run in a pool of spawned worker processes (each makes its own environment
+and policies; the simulator never runs in the calling process), and the result does not depend on
+the number of workers.
 
 Example:
     >>> from feedbackgen.collect import CollectConfig, collect
@@ -44,6 +45,7 @@ from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -312,6 +314,7 @@ class PresaPolicy:
     def __init__(self, path: Path, obs_dim: int, act_dim: int) -> None:
         try:
             import torch
+
             from presa.checkpoint import load_actor
         except ImportError as exc:
             raise FeedbackgenError(f"presa: policies need the presa package and torch ({exc}); "
@@ -345,29 +348,74 @@ def make_policy(spec: str, action_space, obs_dim: int):
 # rollouts (run in worker processes or in-process)
 
 _WORKER: dict = {}
+SetupArgs = tuple[str, tuple[str, ...], "int | None"]
 
 
-def _worker_setup(task: str, specs: tuple[str, ...], max_steps: int | None) -> None:
-    from feedbackgen.sim import make_env
+def _ensure_worker(setup: SetupArgs) -> dict:
+    """This process's environment and policies for ``setup`` (made once per worker process)."""
+    if _WORKER.get("setup") != setup:
+        from feedbackgen.sim import make_env
 
-    env = make_env(task, max_episode_steps=max_steps)
-    obs_dim = int(np.prod(env.observation_space.shape))
-    _WORKER.clear()
-    _WORKER.update(env=env, max_steps=int(max_steps or env.max_episode_steps),
-                   policies=[make_policy(s, env.action_space, obs_dim) for s in specs])
+        if "env" in _WORKER:
+            _WORKER["env"].close()
+            _WORKER.clear()
+        task, specs, max_steps = setup
+        env = make_env(task, max_episode_steps=max_steps)
+        try:
+            if env.max_episode_steps is None:
+                raise FeedbackgenError(f"{task} has no episode limit: pass --max-episode-steps")
+            obs_dim = int(np.prod(env.observation_space.shape))
+            policies = [make_policy(s, env.action_space, obs_dim) for s in specs]
+        except BaseException:
+            env.close()
+            raise
+        _WORKER.update(setup=setup, env=env, max_steps=int(env.max_episode_steps), policies=policies)
+    return _WORKER
 
 
-def _run_episodes(plans: list[EpisodePlan]) -> list[dict]:
+def _probe(setup: SetupArgs) -> dict:
+    """Make the env and the policies (validating both) and describe them."""
+    env = _ensure_worker(setup)["env"]
+    return {"obs_dim": int(np.prod(env.observation_space.shape)),
+            "act_dim": int(np.prod(env.action_space.shape)), "max_episode_steps": int(env.max_episode_steps),
+            "env_id": env.env_id, "family": env.family, "task": env.task}
+
+
+def _run_episodes(setup: SetupArgs, plans: list[EpisodePlan]) -> list[dict]:
+    _ensure_worker(setup)
     return [_run_episode(p) for p in plans]
 
 
+def _fresh_env() -> Any:
+    """The worker's env, rebuilt when the family carries state from one episode to the next.
+
+    bullet-safety-gym keeps physics state across ``reset`` (Car and Ant joints), so an episode
+    would depend on which episodes the same worker ran before it; a new env per episode (about
+    0.02-0.2 s) makes every episode a function of its own seed only. Safety-Gymnasium rebuilds its
+    world on every reset and MetaDrive regenerates its map from the seed, so their envs are reused.
+    """
+    env = _WORKER["env"]
+    if env.family == "bullet" and _WORKER.get("used"):
+        from feedbackgen.sim import make_env
+
+        env.close()
+        task, _, max_steps = _WORKER["setup"]
+        env = _WORKER["env"] = make_env(task, max_episode_steps=max_steps)
+    _WORKER["used"] = True
+    return env
+
+
 def _run_episode(plan: EpisodePlan) -> dict:
-    env, max_steps = _WORKER["env"], _WORKER["max_steps"]
+    env, max_steps = _fresh_env(), _WORKER["max_steps"]
     policy = _WORKER["policies"][plan.policy]
     low = np.asarray(env.action_space.low, dtype=np.float64)
     high = np.asarray(env.action_space.high, dtype=np.float64)
     half_range = (high - low) / 2.0
     rng = np.random.default_rng(plan.noise_seed)
+    # bullet-safety-gym draws initial states from numpy's global RNG (np.random.uniform), not from
+    # the seed given to reset; this worker process exists only to run this simulator, so seeding
+    # the global RNG here is what makes the episode a function of its seed.
+    np.random.seed(plan.reset_seed)
     obs, _ = env.reset(seed=plan.reset_seed)
     obs_l, next_l, act_l, rew_l, cost_l, term_l, trunc_l = [], [], [], [], [], [], []
     for t in range(max_steps):
@@ -405,42 +453,30 @@ def available_cores() -> int:
 
 
 def _rollout(cfg: CollectConfig, plans: list[EpisodePlan], workers: int,
-             progress: ProgressFn | None) -> list[dict]:
-    specs = tuple(s for s, _ in cfg.policies)
+             progress: ProgressFn | None) -> tuple[dict, list[dict]]:
+    """Probe the task in a worker, then run every episode in the pool; ``(probe, results)``.
+
+    Simulators only ever run in worker processes (spawned: clean interpreter state), never in the
+    caller's: some cannot coexist in one process (MetaDrive's engine) or touch the caller's streams.
+    """
+    setup: SetupArgs = (cfg.task, tuple(s for s, _ in cfg.policies), cfg.max_episode_steps)
     total = len(plans)
-    done = 0
-    results: list[dict] = []
-    if workers <= 1:
-        _worker_setup(cfg.task, specs, cfg.max_episode_steps)
-        try:
-            for p in plans:
-                results.append(_run_episode(p))
-                done += 1
-                if progress:
-                    progress(done, total)
-        finally:
-            _WORKER["env"].close()
-            _WORKER.clear()
-        return results
     chunk = max(1, min(16, total // (workers * 4)))
     batches = [plans[i:i + chunk] for i in range(0, total, chunk)]
-    # spawn: workers start clean (no inherited torch/pybullet state), safe on every platform.
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
-                             initializer=_worker_setup,
-                             initargs=(cfg.task, specs, cfg.max_episode_steps)) as pool:
-        futures = [pool.submit(_run_episodes, b) for b in batches]
+    results: list[dict] = []
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        probe = pool.submit(_probe, setup).result()  # a bad task or policy fails here, once
+        futures = [pool.submit(_run_episodes, setup, b) for b in batches]
         try:
             for fut in futures:
-                batch = fut.result()
-                results.extend(batch)
-                done += len(batch)
+                results.extend(fut.result())
                 if progress:
-                    progress(done, total)
+                    progress(len(results), total)
         except BaseException:
             for fut in futures:
                 fut.cancel()
             raise
-    return results
+    return probe, results
 
 
 # ----------------------------------------------------------------------------------------------
@@ -501,7 +537,6 @@ def collect(cfg: CollectConfig, progress: ProgressFn | None = None) -> Path:
         FeedbackgenError: unknown task, missing simulator or policy file, existing output without
             ``overwrite``, or a policy that does not fit the task.
     """
-    from feedbackgen.sim import make_env
     from feedbackgen.sources import Trajectories, write_dsrl
 
     out = cfg.out
@@ -510,27 +545,16 @@ def collect(cfg: CollectConfig, progress: ProgressFn | None = None) -> Path:
                                "or choose another --out")
     if not out.parent.exists():
         raise FeedbackgenError(f"folder {out.parent} does not exist: create it or choose another --out")
+    from feedbackgen.sim import resolve
 
-    # Validate task and policies in this process first: a bad task or policy fails fast, once.
-    env = make_env(cfg.task, max_episode_steps=cfg.max_episode_steps)
-    try:
-        obs_dim = int(np.prod(env.observation_space.shape))
-        act_dim = int(np.prod(env.action_space.shape))
-        if env.max_episode_steps is None:
-            raise FeedbackgenError(f"{cfg.task} has no episode limit: pass --max-episode-steps")
-        max_steps = int(env.max_episode_steps)
-        task = env.task
-        env_id = env.env_id
-        family = env.family
-        for spec, _ in cfg.policies:
-            make_policy(spec, env.action_space, obs_dim)
-    finally:
-        env.close()
+    resolve(cfg.task)  # an unknown name fails here, before any process starts
 
     plans = plan_episodes(cfg)
     workers = min(int(cfg.workers or available_cores()), len(plans))
-    results = _rollout(cfg, plans, workers, progress)
+    probe, results = _rollout(cfg, plans, workers, progress)
     results.sort(key=lambda r: r["index"])
+    obs_dim, act_dim, max_steps = probe["obs_dim"], probe["act_dim"], probe["max_episode_steps"]
+    task, env_id, family = probe["task"], probe["env_id"], probe["family"]
 
     lengths = np.asarray([len(r["rewards"]) for r in results], dtype=np.int64)
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)

@@ -3,7 +3,7 @@
 Stages (``--stage``, default ``all``):
 
 1. ``train``: a behaviour zoo trained with stable-baselines3 PPO on reward - λ·cost, one model per λ
-   in the task's recipe, plus a half-trained snapshot of each (less skilled behaviour). The cost
+   in the task's recipe, saved at a few points of training (less and more skilled behaviour). The cost
    comes from our simulator layer (``feedbackgen.sim.make_env``: ``step`` returns the cost), wrapped
    as a gymnasium env for SB3. Models go to ``datasets/recipes/zoo/<Task>/`` (small zips).
 2. ``collect``: ``feedbackgen.collect`` rolls out a mixture of the zoo (equal episode shares,
@@ -45,7 +45,9 @@ class Recipe:
     Attributes:
         task: the DSRL/bullet task the data is collected in.
         lambdas: cost penalties λ of the zoo (reward - λ·cost); small λ = reckless, large = cautious.
-        train_steps: PPO environment steps per zoo member (a snapshot is also kept at half of it).
+        train_steps: PPO environment steps per λ.
+        snapshots: fractions of ``train_steps`` at which the model is saved (early snapshots are
+            less skilled behaviour); each snapshot is one policy of the mixture.
         episodes: episodes in the dataset.
         noise: range of the per-episode action-noise std (fraction of the action half-range).
         random_share: share of episodes from the uniform random policy (0 = none).
@@ -59,14 +61,15 @@ class Recipe:
     noise: tuple[float, float]
     random_share: float = 0.0
     seed: int = 0
+    snapshots: tuple[float, ...] = (0.25, 1.0)
 
 
 # Reward per step differs by task (BallRun ~16, BallCircle ~4, CarCircle ~2 at full speed) while a
 # cost is 1 per unsafe step, so the λ that makes a policy cautious differs too (measured: λ = 2 is
 # still reckless on BallRun, λ = 10 is fully cautious).
 RECIPES = {
-    "BallRun": Recipe("BallRun", lambdas=(0.0, 3.0, 5.0, 8.0, 20.0), train_steps=40_000, episodes=500,
-                      noise=(0.0, 0.6)),
+    "BallRun": Recipe("BallRun", lambdas=(0.0, 4.0, 5.0, 6.0, 12.0), train_steps=32_000, episodes=500,
+                      noise=(0.0, 0.8)),
     "BallCircle": Recipe("BallCircle", lambdas=(0.0, 0.5, 1.0, 2.0, 5.0), train_steps=40_000, episodes=400,
                          noise=(0.0, 0.6)),
     "CarCircle": Recipe("CarCircle", lambdas=(0.0, 0.5, 1.0, 2.0, 5.0), train_steps=60_000, episodes=250,
@@ -84,8 +87,8 @@ def dataset_dir(task: str) -> Path:
     return ROOT / "datasets" / f"{task}-mini"
 
 
-def _member_name(lam: float, snapshot: bool) -> str:
-    return f"ppo_lam{lam:g}{'_half' if snapshot else ''}.zip"
+def _member_name(lam: float, frac: float) -> str:
+    return f"ppo_lam{lam:g}_{int(round(100 * frac)):03d}.zip"
 
 
 def make_penalised_env(task: str, lam: float):
@@ -121,7 +124,7 @@ def make_penalised_env(task: str, lam: float):
 
 
 def train(recipe: Recipe) -> list[Path]:
-    """Train the zoo (PPO per λ; a half-way snapshot and the final model of each)."""
+    """Train the zoo (PPO per λ, saved at each snapshot fraction of the training steps)."""
     import torch
     from gymnasium.wrappers import TimeLimit
     from stable_baselines3 import PPO
@@ -141,19 +144,20 @@ def train(recipe: Recipe) -> list[Path]:
         model = PPO("MlpPolicy", venv, n_steps=512, batch_size=128, seed=recipe.seed + k, device="cpu",
                     verbose=0, policy_kwargs={"net_arch": [64, 64]})
         t0 = time.time()
-        half = recipe.train_steps // 2
-        model.learn(half)
-        model.save(out / _member_name(lam, True))
-        model.learn(recipe.train_steps - half, reset_num_timesteps=False)
-        model.save(out / _member_name(lam, False))
+        done = 0
+        for frac in recipe.snapshots:
+            steps = int(round(frac * recipe.train_steps))
+            model.learn(steps - done, reset_num_timesteps=done == 0)
+            done = steps
+            model.save(out / _member_name(lam, frac))
+            paths.append(out / _member_name(lam, frac))
         venv.close()
-        paths += [out / _member_name(lam, True), out / _member_name(lam, False)]
         print(f"[{recipe.task}] trained λ={lam:g}: {recipe.train_steps} steps in {time.time() - t0:.0f}s",
               flush=True)
     (out / "zoo.json").write_text(json.dumps({
         "task": recipe.task, "algorithm": "stable-baselines3 PPO (MlpPolicy 64x64, n_steps 512 x 4 envs, "
         "batch 128)", "objective": "reward - lambda * cost", "lambdas": list(recipe.lambdas),
-        "train_steps": recipe.train_steps, "snapshots": "each lambda: *_half at train_steps/2 and final",
+        "train_steps": recipe.train_steps, "snapshots": list(recipe.snapshots),
         "seed": recipe.seed}, indent=2) + "\n")
     return paths
 
@@ -161,8 +165,8 @@ def train(recipe: Recipe) -> list[Path]:
 def zoo_members(recipe: Recipe) -> list[Path]:
     paths = []
     for lam in recipe.lambdas:
-        for snap in (True, False):
-            p = zoo_dir(recipe.task) / _member_name(lam, snap)
+        for frac in recipe.snapshots:
+            p = zoo_dir(recipe.task) / _member_name(lam, frac)
             if not p.is_file():
                 raise FeedbackgenError(f"zoo model {p} is missing: run the train stage first "
                                        f"(--task {recipe.task} --stage train)")
@@ -243,6 +247,7 @@ def write_card(recipe: Recipe) -> Path:
                           for k in task["thresholds"])
     keys_tail = "rewards, costs, terminals, timeouts"
     lam_text = ", ".join(f"{x:g}" for x in recipe.lambdas)
+    snap_text = ", ".join(f"{x:.0%}" for x in recipe.snapshots)
     card = f"""# {task['name']}
 
 A small offline safe-RL dataset in the DSRL HDF5 layout, collected by this project in
@@ -279,9 +284,9 @@ Episodes with cost under each threshold κ:
 ## How it was made
 
 Behaviour zoo: stable-baselines3 PPO trained on reward − λ·cost for λ ∈ {{{lam_text}}}
-({recipe.train_steps} steps each; a snapshot at half the steps is kept as a less skilled
-policy). Collection: `feedbackgen.collect` with an equal-share mixture of the {len(labels)} policies,
-deterministic actions plus per-episode Gaussian noise with std drawn from
+({recipe.train_steps} steps each; snapshots at {snap_text} of the steps are kept as policies
+of different skill). Collection: `feedbackgen.collect` with an equal-share mixture of the
+{len(labels)} policies, deterministic actions plus per-episode Gaussian noise with std drawn from
 U({recipe.noise[0]:g}, {recipe.noise[1]:g}) × action half-range, clipped; seed {recipe.seed}.
 
 | policy | episodes | mean reward | mean cost |

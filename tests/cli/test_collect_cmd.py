@@ -7,24 +7,21 @@ from pathlib import Path
 
 import pytest
 import typer
-from typer.testing import CliRunner
-
 from presa_cli.feedbackgen_collect_cmd import collect_command
+from typer.testing import CliRunner
 
 pytest.importorskip("bullet_safety_gym")
 
 
+
+
 @pytest.fixture(scope="module")
 def app() -> typer.Typer:
-    """A Typer app holding only this command (the same function the feedbackgen app registers)."""
-    a = typer.Typer()
-    a.command("collect")(collect_command)
+    """The real ``feedbackgen`` app (which registers :func:`collect_command` as ``collect``)."""
+    from presa_cli.feedbackgen_app import app as feedbackgen_app
 
-    @a.command("noop")
-    def _noop() -> None:  # a second command keeps `collect` a named subcommand
-        """Nothing."""
-
-    return a
+    assert any(c.callback is collect_command for c in feedbackgen_app.registered_commands)
+    return feedbackgen_app
 
 
 def test_collect_writes_file_and_summary(app: typer.Typer, tmp_path: Path) -> None:
@@ -59,7 +56,8 @@ def test_collect_dataset_folder(app: typer.Typer, tmp_path: Path) -> None:
     (["--task", "BallRun", "--noise", "0.5", "0.1"], "bad noise range"),
     (["--task", "BallRun", "--policy", "ppo:x.zip"], "bad policy"),
 ])
-def test_collect_errors_are_one_red_line(app: typer.Typer, tmp_path: Path, args: list[str], match: str) -> None:
+def test_collect_errors_are_one_red_line(app: typer.Typer, tmp_path: Path, args: list[str],
+                                         match: str) -> None:
     res = CliRunner().invoke(app, ["collect", "--out", str(tmp_path / "x.hdf5"), "--episodes", "1", *args])
     assert res.exit_code == 1
     assert "error:" in res.output and match in res.output

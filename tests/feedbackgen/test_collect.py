@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,12 +15,14 @@ from feedbackgen.sources import read_dsrl
 
 pytest.importorskip("bullet_safety_gym")
 
+
+
 TASK = "BallRun"
 STEPS = 15  # short episodes keep every test to a few seconds
 
 
-def _cfg(tmp_path: Path, name: str = "d.hdf5", **kw) -> CollectConfig:
-    base = dict(task=TASK, out=tmp_path / name, episodes=4, policies=("random",), noise=(0.0, 0.3),
+def _cfg(tmp_path: Path, out: str = "d.hdf5", **kw) -> CollectConfig:
+    base = dict(task=TASK, out=tmp_path / out, episodes=4, policies=("random",), noise=(0.0, 0.3),
                 seed=7, workers=1, max_episode_steps=STEPS)
     base.update(kw)
     return CollectConfig(**base)
@@ -108,7 +111,7 @@ def test_parse_policy() -> None:
 
 
 def _tiny_sb3_model(task: str, path: Path, steps: int = 128) -> Path:
-    """Train PPO for a few steps on reward - cost in our env (wrapped as a gymnasium.Env)."""
+    """Train PPO for ``steps`` steps (0: save it untrained) on reward - cost in our env."""
     import gymnasium as gym
     import torch
     from stable_baselines3 import PPO
@@ -119,7 +122,13 @@ def _tiny_sb3_model(task: str, path: Path, steps: int = 128) -> Path:
 
     class Penalised(gym.Env):
         def __init__(self) -> None:
-            self.env = make_env(task)
+            # bullet-safety-gym redirects sys.stdout/stderr by C stream name while it builds an env, which
+            # fails on pytest's capture stream: build it with the real one (collect itself only
+            # runs simulators in spawned workers, so it is not affected).
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setattr(sys, "stdout", sys.__stdout__)
+                mp.setattr(sys, "stderr", sys.__stderr__)
+                self.env = make_env(task)
             self.observation_space = self.env.observation_space
             self.action_space = self.env.action_space
 
@@ -133,17 +142,24 @@ def _tiny_sb3_model(task: str, path: Path, steps: int = 128) -> Path:
     env = Penalised()
     model = PPO("MlpPolicy", env, n_steps=64, batch_size=32, n_epochs=1, seed=0, device="cpu",
                 policy_kwargs={"net_arch": [16, 16]})
-    model.learn(steps)
+    if steps:
+        model.learn(steps)
     model.save(path)
     env.env.close()
     return path
 
 
-def test_sb3_policy_collects_deterministically(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def sb3_model(tmp_path_factory) -> Path:
+    """A PPO model trained for 128 steps on BallRun (reward - cost)."""
     pytest.importorskip("stable_baselines3")
+    return _tiny_sb3_model(TASK, tmp_path_factory.mktemp("sb3") / "ppo.zip")
+
+
+def test_sb3_policy_collects_deterministically(tmp_path: Path, sb3_model: Path) -> None:
     from stable_baselines3 import PPO
 
-    model_path = _tiny_sb3_model(TASK, tmp_path / "ppo.zip")
+    model_path = sb3_model
     cfg = _cfg(tmp_path, "sb3.hdf5", policies=(f"sb3:{model_path}",), noise=(0.0, 0.0), episodes=2)
     arr = _arrays(collect(cfg))
     model = PPO.load(model_path, device="cpu")
@@ -165,7 +181,7 @@ def test_sb3_policy_collects_deterministically(tmp_path: Path) -> None:
 
 def test_sb3_policy_for_another_task_is_refused(tmp_path: Path) -> None:
     pytest.importorskip("stable_baselines3")
-    model_path = _tiny_sb3_model("BallCircle", tmp_path / "circle.zip", steps=64)  # obs 8, BallRun has 7
+    model_path = _tiny_sb3_model("BallCircle", tmp_path / "circle.zip", steps=0)  # obs 8, BallRun has 7
     with pytest.raises(FeedbackgenError, match="trained on this task"):
         collect(_cfg(tmp_path, policies=(f"sb3:{model_path}",)))
 
