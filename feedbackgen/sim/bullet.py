@@ -34,13 +34,18 @@ class BulletBackend(GymBackend):
 
     bullet-safety-gym ignores ``reset(seed=...)`` and draws from numpy's global legacy generator
     (``np.random.uniform``). This backend gives each env a private ``RandomState``: around every
-    call into the simulator it swaps that state into ``np.random`` and the caller's state back
-    out, so ``reset(seed)`` is reproducible and the caller's global generator is left untouched.
+    call into the simulator that can draw, it swaps that state into ``np.random`` and the caller's
+    state back out, so ``reset(seed)`` is reproducible and the caller's global generator is left
+    untouched. Resets always draw; a step draws only when the task moves its goal after reaching
+    it (``continue_after_goal_achievement``: Reach, Push), so only those steps pay for the swap
+    (about 0.4 ms with numpy 2.3).
     """
 
     def __init__(self, env: Any, *, rng_state: Any):
         super().__init__(env, cost_in_info=True)
         self._rng_state = rng_state
+        task = getattr(env.unwrapped, "task", None)
+        self._step_draws = bool(getattr(task, "continue_after_goal_achievement", True))
 
     def _call(self, fn: Any, *args: Any) -> Any:
         outer = np.random.get_state()
@@ -58,8 +63,10 @@ class BulletBackend(GymBackend):
         return self._call(self.env.reset)
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, float, bool, bool, dict]:
-        """Step inside this env's random stream."""
-        return self._call(super().step, action)
+        """Step (inside this env's random stream when the task can draw during a step)."""
+        if self._step_draws:
+            return self._call(super().step, action)
+        return super().step(action)
 
 
 def open_backend(env_id: str, max_episode_steps: int | None, overrides: dict[str, Any]) -> GymBackend:
