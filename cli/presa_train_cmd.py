@@ -77,9 +77,16 @@ def train_command(
         show_default=False)] = None,
     progress: Annotated[bool, typer.Option(
         "--progress/--no-progress", help="Show a progress bar with key metrics.")] = True,
+    eval_every: Annotated[int, typer.Option(
+        "--eval-every", min=0, help="Evaluate the policy in the simulator every N steps and at the end, "
+                                    "logging eval/... metrics (0: never). The run's policy stays "
+                                    "final.pt; these evaluations never select a checkpoint.")] = 0,
+    eval_episodes: Annotated[int, typer.Option(
+        "--eval-episodes", min=1, help="Episodes per evaluation during training.")] = 10,
 ) -> None:
     """Train PreSa (or a baseline) on a feedback store into a new run directory."""
     from presa.config import load_config_file, parse_set, resolve_config
+    from presa.evaluate import eval_callback
     from presa.trainer import default_run_dir, resume, store_suite, train
 
     console = Console(highlight=False)
@@ -94,8 +101,9 @@ def train_command(
                                        f"{', '.join(given)} (only --set total_steps/log_every/"
                                        "checkpoint_every may change)")
             run_dir = resume_dir
-            with _ProgressBar(console, progress, f"resuming {run_dir}") as bar:
-                result = resume(resume_dir, overrides=overrides, callback=bar.update)
+            with _ProgressBar(console, progress, f"resuming {run_dir}") as bar, \
+                    eval_callback(run_dir, eval_every, episodes=eval_episodes, then=bar.update) as cb:
+                result = resume(resume_dir, overrides=overrides, callback=cb)
         else:
             if data is None:
                 raise FeedbackgenError("pass --data STORE (a feedback store), or --resume RUN_DIR")
@@ -109,8 +117,9 @@ def train_command(
                 raise FeedbackgenError("no cost threshold given; pass --threshold K "
                                        "(one of the store's thresholds)")
             run_dir = out if out is not None else default_run_dir(data, cfg)
-            with _ProgressBar(console, progress, f"{cfg.algo} → {run_dir}") as bar:
-                result = train(cfg, data, run_dir, callback=bar.update)
+            with _ProgressBar(console, progress, f"{cfg.algo} → {run_dir}") as bar, \
+                    eval_callback(run_dir, eval_every, episodes=eval_episodes, then=bar.update) as cb:
+                result = train(cfg, data, run_dir, callback=cb)
     except FeedbackgenError as exc:
         raise _fail(str(exc)) from None
     except OSError as exc:

@@ -26,15 +26,19 @@ its online return would leak online information into an offline method.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import multiprocessing
 import os
 import pickle
+import sys
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass, field
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -332,11 +336,14 @@ def simulator_versions(suite: str) -> dict[str, str]:
 def _make_env(task: Task):
     from feedbackgen.sim import make_env  # lazy: the simulators are heavy
 
-    return make_env(task.name)
+    return make_env(task)
 
 
 def _resolve_task(task: str | Task | None, actor) -> Task:
     if task is None:
+        if getattr(actor, "task", None) is None:
+            raise FeedbackgenError("the checkpoint records no task (its store had none); "
+                                   "name the task to evaluate in with --task")
         return actor.task
     return task if isinstance(task, Task) else get_task(task)
 
@@ -355,12 +362,17 @@ def check_compatible(actor, env, task: Task, source: str) -> None:
         raise FeedbackgenError(
             f"checkpoint {source} expects {actor.obs_dim}-dim observations but task '{task.name}' "
             f"({task.env_id}) gives {env_obs}; evaluate it on the task it was trained on "
-            f"('{actor.task.name}')")
+            f"({_trained_on(actor)})")
     if int(actor.act_dim) != env_act:
         raise FeedbackgenError(
             f"checkpoint {source} outputs {actor.act_dim}-dim actions but task '{task.name}' "
             f"({task.env_id}) takes {env_act}; evaluate it on the task it was trained on "
-            f"('{actor.task.name}')")
+            f"({_trained_on(actor)})")
+
+
+def _trained_on(actor) -> str:
+    task = getattr(actor, "task", None)
+    return f"'{task.name}'" if task is not None else "unknown"
 
 
 def run_episode(actor, env, *, index: int, seed: int, max_steps: int) -> EpisodeResult:
@@ -404,7 +416,7 @@ class _ActorRef:
 
 
 class _Runner:
-    """Caches one actor and one environment per task; used in-process and inside each worker."""
+    """Caches one actor and one environment per task inside a worker process."""
 
     def __init__(self) -> None:
         self.actor_key: str | None = None
@@ -412,51 +424,74 @@ class _Runner:
         self.envs: dict[str, Any] = {}
         self.checked: set[tuple[str, str]] = set()
 
-    def get_actor(self, ref: _ActorRef, live=None):
-        if live is not None:
-            return live
+    def get_actor(self, ref: _ActorRef):
         if ref.key != self.actor_key:
             if ref.path is not None:
                 from presa.checkpoint import load_actor
 
                 self.actor = load_actor(ref.path, device="cpu")
             else:
-                self.actor = pickle.loads(ref.blob)  # noqa: S301 - our own bytes, same session
+                self.actor = pickle.loads(ref.blob)  # noqa: S301 - bytes pickled by our own parent
             self.actor_key = ref.key
         return self.actor
 
-    def run(self, ref: _ActorRef, task: Task, index: int, seed: int, live=None) -> EpisodeResult:
-        actor = self.get_actor(ref, live)
-        env = self.envs.get(task.name)
+    def prepare(self, ref: _ActorRef, task: Task | None) -> tuple[Any, Any, Task]:
+        """Load the actor, open (or reuse) the env of the task, check that they fit."""
+        actor = self.get_actor(ref)
+        the_task = _resolve_task(task, actor)
+        env = self.envs.get(the_task.name)
         if env is None:
-            env = self.envs[task.name] = _make_env(task)
-        if (ref.key, task.name) not in self.checked:
-            check_compatible(actor, env, task, ref.path or "(in-memory actor)")
-            self.checked.add((ref.key, task.name))
-        max_steps = int(task.max_episode_steps)
+            env = self.envs[the_task.name] = _make_env(the_task)
+        if (ref.key, the_task.name) not in self.checked:
+            check_compatible(actor, env, the_task, ref.path or "(in-memory actor)")
+            self.checked.add((ref.key, the_task.name))
+        return actor, env, the_task
+
+    def info(self, ref: _ActorRef, task: Task | None) -> dict[str, Any]:
+        actor, _, the_task = self.prepare(ref, task)
+        return {"task": the_task.to_dict(), "threshold": float(actor.threshold),
+                "trained_task": actor.task.name if getattr(actor, "task", None) is not None else None,
+                "meta": dict(getattr(actor, "meta", {}) or {})}
+
+    def run(self, ref: _ActorRef, task: Task, index: int, seed: int) -> EpisodeResult:
+        actor, env, the_task = self.prepare(ref, task)
+        max_steps = int(the_task.max_episode_steps)
         env_max = getattr(env, "max_episode_steps", None)
         if env_max:
             max_steps = min(max_steps, int(env_max))
         return run_episode(actor, env, index=index, seed=seed, max_steps=max_steps)
 
-    def close(self) -> None:
-        for env in self.envs.values():
-            try:
-                env.close()
-            except Exception:  # noqa: BLE001 - closing must not mask the result
-                pass
-        self.envs.clear()
-
 
 _WORKER_RUNNER: _Runner | None = None
+
+_PRELOAD = ["presa.checkpoint", "feedbackgen.sim"]
+"""Modules the fork server imports once (torch among them), so workers start without re-importing."""
+
+
+def _mp_context():
+    """``forkserver`` where available (a clean process that imports torch once and forks workers from
+    it: fast starts, no inherited threads or simulator state), else ``spawn``."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(_PRELOAD)
+        return ctx
+    return multiprocessing.get_context("spawn")
 
 
 def _worker_init() -> None:
     global _WORKER_RUNNER
     import torch
 
+    # Anything a simulator prints goes to stderr: stdout belongs to the caller (`presa eval --json`).
+    sys.stdout.flush()
+    os.dup2(2, 1)
     torch.set_num_threads(1)  # one process per core: intra-op threads would only contend
     _WORKER_RUNNER = _Runner()
+
+
+def _worker_info(ref: _ActorRef, task_record: dict | None) -> dict[str, Any]:
+    assert _WORKER_RUNNER is not None
+    return _WORKER_RUNNER.info(ref, Task.from_dict(task_record) if task_record else None)
 
 
 def _worker_episode(ref: _ActorRef, task_record: dict, index: int, seed: int) -> EpisodeResult:
@@ -477,8 +512,11 @@ class Evaluator:
     """Evaluates policies, keeping its worker processes (and their environments) between calls.
 
     Use it where many evaluations follow each other (evaluation during training); :func:`evaluate`
-    is the one-shot form. ``workers=1`` runs in this process; more start a ``spawn`` process pool
-    on first use.
+    is the one-shot form. The simulators and the policy run only in the worker processes (a
+    ``spawn`` pool started on first use, ``workers=1`` included): some simulators cannot share a
+    process (MetaDrive's engine), and none may write into the caller's standard output. For a
+    checkpoint path the calling process does not even import torch; the workers load the
+    checkpoint and open their environments in parallel.
 
     Example:
         >>> with Evaluator(workers=2) as ev:                       # doctest: +SKIP
@@ -492,7 +530,6 @@ class Evaluator:
         self.workers = workers
         self._pool: ProcessPoolExecutor | None = None
         self._pool_size = 0
-        self._local = _Runner()
         self._counter = 0
 
     def __enter__(self) -> Evaluator:
@@ -502,17 +539,15 @@ class Evaluator:
         self.close()
 
     def close(self) -> None:
-        """Stop the worker processes and close the environments."""
+        """Stop the worker processes (their environments close with them)."""
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
-        self._local.close()
 
     def _get_pool(self, n: int) -> ProcessPoolExecutor:
         if self._pool is None or self._pool_size != n:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn"),
+            self.close()
+            self._pool = ProcessPoolExecutor(max_workers=n, mp_context=_mp_context(),
                                              initializer=_worker_init)
             self._pool_size = n
         return self._pool
@@ -522,7 +557,8 @@ class Evaluator:
         """Roll the policy out for ``episodes`` episodes and score it.
 
         Args:
-            actor_or_path: a run directory, a checkpoint file, or an ``Actor``.
+            actor_or_path: a run directory (its ``checkpoints/final.pt``), a checkpoint file, or an
+                ``Actor`` (:func:`presa.checkpoint.load_actor`).
             episodes: number of episodes (≥ 1).
             seed: evaluation seed; episode ``i`` resets with ``episode_seed(seed, i)``.
             task: evaluate in this task instead of the one the checkpoint was trained on.
@@ -542,59 +578,64 @@ class Evaluator:
         checkpoint: Path | None = None
         run_dir: Path | None = None
         if isinstance(actor_or_path, (str, os.PathLike)):
-            from presa.checkpoint import load_actor
-
             checkpoint, run_dir = resolve_checkpoint(actor_or_path)
-            actor = load_actor(checkpoint, device="cpu")
             ref = _ActorRef(key=f"{checkpoint.resolve()}:{checkpoint.stat().st_mtime_ns}",
                             path=str(checkpoint))
         else:
-            actor = actor_or_path
             self._counter += 1
-            ref = _ActorRef(key=f"live-{os.getpid()}-{id(self)}-{self._counter}")
-        the_task = _resolve_task(task, actor)
+            ref = _ActorRef(key=f"live-{os.getpid()}-{id(self)}-{self._counter}",
+                            blob=pickle.dumps(actor_or_path))
+        override = None if task is None else (task if isinstance(task, Task) else get_task(task))
         n_workers = min(self.workers or default_workers(episodes), episodes)
-        seeds = [episode_seed(seed, i) for i in range(episodes)]
         t0 = time.perf_counter()
-        if n_workers == 1:
-            results = []
-            for i, s in enumerate(seeds):
-                results.append(self._local.run(ref, the_task, i, s, live=actor))
-                if progress is not None:
-                    progress(i + 1, episodes)
-        else:
-            if ref.path is None:
-                ref = _ActorRef(key=ref.key, blob=pickle.dumps(actor))
-            results = self._run_pool(ref, the_task, seeds, n_workers, progress)
+        pool = self._get_pool(n_workers)
+        record = override.to_dict() if override is not None else None
+        # every worker loads the actor and opens its env at once; the first answer says what runs
+        probes = [pool.submit(_worker_info, ref, record) for _ in range(n_workers)]
+        info = self._result(probes[0], probes)
+        the_task = Task.from_dict(info["task"])
+        seeds = [episode_seed(seed, i) for i in range(episodes)]
+        results = self._run_episodes(pool, ref, the_task, seeds, progress)
+        for p in probes[1:]:
+            self._result(p, probes)
         wall = time.perf_counter() - t0
-        meta = dict(getattr(actor, "meta", {}) or {})
+        meta = info["meta"]
         return EvalResult(
-            task=the_task, threshold=float(actor.threshold), seed=int(seed), episodes=tuple(results),
+            task=the_task, threshold=float(info["threshold"]), seed=int(seed), episodes=tuple(results),
             method=_meta_method(meta), checkpoint=str(checkpoint) if checkpoint else None,
             run_dir=str(run_dir) if run_dir else None, step=_meta_int(meta, "step"),
-            train_seed=_meta_train_seed(meta), trained_task=actor.task.name,
+            train_seed=_meta_train_seed(meta), trained_task=info["trained_task"],
             versions=simulator_versions(the_task.suite), workers=n_workers, wall_s=wall,
             extra=_meta_extra(meta))
 
-    def _run_pool(self, ref: _ActorRef, task: Task, seeds: Sequence[int], n: int,
-                  progress: ProgressFn | None) -> list[EpisodeResult]:
-        pool = self._get_pool(n)
+    def _result(self, fut: Future, others: Sequence[Future]):
+        try:
+            return fut.result()
+        except BrokenProcessPool:
+            for f in others:
+                f.cancel()
+            self._pool = None
+            raise FeedbackgenError("an evaluation worker process died (the simulator crashed or ran "
+                                   "out of memory); re-run with --workers 1 and read the messages above"
+                                   ) from None
+        except BaseException:
+            for f in others:
+                f.cancel()
+            raise
+
+    def _run_episodes(self, pool: ProcessPoolExecutor, ref: _ActorRef, task: Task, seeds: Sequence[int],
+                      progress: ProgressFn | None) -> list[EpisodeResult]:
         record = task.to_dict()
-        futures: dict[Future, int] = {pool.submit(_worker_episode, ref, record, i, s): i
-                                      for i, s in enumerate(seeds)}
+        futures = [pool.submit(_worker_episode, ref, record, i, s) for i, s in enumerate(seeds)]
+        index = {f: i for i, f in enumerate(futures)}
         results: dict[int, EpisodeResult] = {}
         pending = set(futures)
-        try:
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
-                for fut in done:
-                    results[futures[fut]] = fut.result()  # re-raises a worker's FeedbackgenError
-                if progress is not None:
-                    progress(len(results), len(seeds))
-        except BaseException:
-            for fut in pending:
-                fut.cancel()
-            raise
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            for fut in done:
+                results[index[fut]] = self._result(fut, futures)  # re-raises a worker's error
+            if progress is not None:
+                progress(len(results), len(seeds))
         return [results[i] for i in range(len(seeds))]
 
 
@@ -612,6 +653,99 @@ def evaluate(actor_or_path, *, episodes: int = 20, seed: int = 0, workers: int |
     """
     with Evaluator(workers) as ev:
         return ev.evaluate(actor_or_path, episodes=episodes, seed=seed, task=task, progress=progress)
+
+
+# ------------------------------------------------------------------- evaluation during training
+
+
+EVAL_METRICS = ("normalized_reward", "normalized_reward_std", "normalized_cost", "normalized_cost_std",
+                "reward", "cost", "length", "safe")
+"""The ``eval/<name>`` metrics :class:`EvalEvery` logs."""
+
+
+class EvalEvery:
+    """Trainer callback of ``presa train --eval-every N``: evaluate the current policy periodically.
+
+    Every ``every`` steps and at the last step it takes the trainer's checkpoint payload of the
+    current weights (``TrainEvent.checkpoint``), rolls it out with an :class:`Evaluator` (worker
+    processes kept between evaluations) and
+
+    - appends ``{"step": n, "eval/normalized_reward": ..., "eval/normalized_cost": ..., ...}`` to
+      ``RUN_DIR/metrics.jsonl`` (see :data:`EVAL_METRICS`);
+    - writes the evaluation JSON into ``RUN_DIR/eval/``: ``eval-step_<N>-seed<S>-n<E>.json`` for
+      periodic ones, and for the last step the same file ``presa eval RUN_DIR`` would write (its
+      policy is exactly ``final.pt``'s).
+
+    Checkpoint selection: the run's policy stays the **final** checkpoint; these evaluations are
+    for monitoring and never choose a checkpoint (that would use online returns to tune an
+    offline method).
+
+    Args:
+        run_dir: the run directory the trainer writes.
+        every: evaluate every this many steps (≥ 1).
+        episodes: episodes per evaluation.
+        seed: evaluation seed (the same episodes every time, so evaluations are comparable).
+        workers: worker processes (None: one per core).
+        then: another callback to call first with every event (e.g. a progress bar).
+    """
+
+    def __init__(self, run_dir: str | os.PathLike[str], *, every: int, episodes: int = 10, seed: int = 0,
+                 workers: int | None = None, then: Callable[[Any], None] | None = None) -> None:
+        if every < 1:
+            raise FeedbackgenError(f"--eval-every must be ≥ 1 (steps), got {every}")
+        if episodes < 1:
+            raise FeedbackgenError(f"--eval-episodes must be ≥ 1, got {episodes}")
+        self.run_dir = Path(run_dir)
+        self.every, self.episodes, self.seed = int(every), int(episodes), int(seed)
+        self.then = then
+        self.evaluator = Evaluator(workers)
+        self.results: list[EvalResult] = []
+
+    def __enter__(self) -> EvalEvery:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the evaluation workers."""
+        self.evaluator.close()
+
+    def __call__(self, event) -> None:
+        if self.then is not None:
+            self.then(event)
+        last = event.step == event.total_steps
+        if event.step % self.every != 0 and not last:
+            return
+        if getattr(event, "checkpoint", None) is None:
+            raise FeedbackgenError("this trainer does not expose its current weights to callbacks; "
+                                   "evaluate the run afterwards with `presa eval RUN_DIR`")
+        from presa.checkpoint import final_checkpoint_path, save_checkpoint, step_checkpoint_path
+
+        with tempfile.TemporaryDirectory(prefix="presa-eval-") as tmp:
+            path = save_checkpoint(Path(tmp) / f"step_{event.step:07d}.pt", event.checkpoint())
+            result = self.evaluator.evaluate(path, episodes=self.episodes, seed=self.seed)
+        label = (final_checkpoint_path(self.run_dir) if last
+                 else step_checkpoint_path(self.run_dir, event.step))
+        result = replace(result, checkpoint=str(label), run_dir=str(self.run_dir), step=int(event.step))
+        write_eval_json(self.run_dir, result)
+        record = result.to_dict()
+        row = {"step": int(event.step), **{f"eval/{k}": float(record[k]) for k in EVAL_METRICS}}
+        with open(self.run_dir / "metrics.jsonl", "a") as log:
+            log.write(json.dumps(json_safe(row)) + "\n")
+        self.results.append(result)
+
+
+@contextlib.contextmanager
+def eval_callback(run_dir: str | os.PathLike[str], every: int | None, *, episodes: int = 10, seed: int = 0,
+                  workers: int | None = None, then: Callable[[Any], None] | None = None) -> Iterator[Any]:
+    """The training callback for ``presa train``: ``then`` alone when ``every`` is 0/None, else an
+    :class:`EvalEvery` chained after it (its workers are stopped on exit)."""
+    if not every:
+        yield then
+        return
+    with EvalEvery(run_dir, every=every, episodes=episodes, seed=seed, workers=workers, then=then) as cb:
+        yield cb
 
 
 # ---------------------------------------------------------------------------------- metadata

@@ -27,6 +27,7 @@ import json
 import math
 import os
 import platform
+import random
 import subprocess
 import sys
 import time
@@ -37,6 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 
@@ -67,12 +69,15 @@ class TrainEvent:
         step: completed steps; total_steps: the run's length.
         phase: the algorithm's phase name (``bc``, ``align``, ``train``).
         metrics: the record just written to metrics.jsonl on logging steps, else None.
+        checkpoint: builds the checkpoint payload of the current weights (what ``final.pt`` would
+            hold now); ``presa.evaluate.EvalEvery`` uses it to evaluate during training.
     """
 
     step: int
     total_steps: int
     phase: str
     metrics: dict[str, float] | None
+    checkpoint: Callable[[], dict[str, Any]] | None = None
 
 
 @dataclass
@@ -108,6 +113,12 @@ def check_device(device: str) -> torch.device:
                                    "exist; use --device cuda:0")
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
     return dev
+
+
+def apply_threads(threads: int) -> None:
+    """Set torch's CPU thread count for this process (0 leaves torch's default)."""
+    if threads > 0 and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
 
 
 def store_suite(path: str | Path) -> str | None:
@@ -160,6 +171,15 @@ def _load_data(cfg: TrainConfig, store: str | Path, device: torch.device) -> Tra
     return TrainingData.from_store(store, threshold=float(cfg.threshold), gamma=cfg.gamma, device=device)
 
 
+def seed_global_rngs(seed: int) -> None:
+    """Seed the global torch/CUDA, numpy and python RNGs too. presa's own code draws only from the
+    run's explicit ``torch.Generator``; this keeps any library code that falls back on global state
+    reproducible as well (their states are saved in every checkpoint and restored on resume)."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
 def _make_generator(seed: int, device: torch.device) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(seed)
 
@@ -183,6 +203,7 @@ def train(cfg: TrainConfig, store: str | Path, out: str | Path | None = None, *,
         raise FeedbackgenError("no cost threshold given; pass --threshold K (one of the store's thresholds)")
     algo_cls = get_algorithm(cfg.algo)
     device = check_device(cfg.device)
+    apply_threads(cfg.threads)
     run_dir = Path(out) if out is not None else default_run_dir(store, cfg, runs_root)
     if run_dir.exists():
         raise FeedbackgenError(f"run directory {run_dir} already exists and runs are never reused; choose "
@@ -190,6 +211,7 @@ def train(cfg: TrainConfig, store: str | Path, out: str | Path | None = None, *,
     data = _load_data(cfg, store, device)
     algo_cls.check_data(data, cfg)
     fingerprint = store_fingerprint(data.store)
+    seed_global_rngs(cfg.seed)
     gen = _make_generator(cfg.seed, device)
     algo = algo_cls(cfg, data, gen)
 
@@ -203,7 +225,7 @@ def train(cfg: TrainConfig, store: str | Path, out: str | Path | None = None, *,
         "store": {"path": str(Path(store).resolve()), "id": data.store_id, "fingerprint": fingerprint,
                   "schema_version": data.store.schema_version},
         "algo": cfg.algo, "seed": cfg.seed, "threshold": data.threshold, "device": str(device),
-        "task": data.task, "counts": describe(data),
+        "threads": torch.get_num_threads(), "task": data.task, "counts": describe(data),
         "toolkit_version": presa.__version__, "git_commit": commit, "git_dirty": dirty,
         "torch_version": torch.__version__, "python_version": platform.python_version(),
         "command": " ".join(sys.argv), "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -241,6 +263,7 @@ def resume(run_dir: str | Path, *, overrides: dict[str, Any] | None = None,
         cfg = cfg.replace(**overrides)
     ckpt_path = latest_checkpoint(run_dir)
     device = check_device(cfg.device)
+    apply_threads(cfg.threads)
     ckpt = load_checkpoint(ckpt_path, map_location=device)
     start = int(ckpt["step"])
     if start >= cfg.total_steps:
@@ -339,7 +362,8 @@ class _Loop:
                 if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.total_steps:
                     save_checkpoint(step_checkpoint_path(self.run_dir, step), self.checkpoint_payload(step))
                 if callback is not None:
-                    callback(TrainEvent(step, cfg.total_steps, phase, record))
+                    callback(TrainEvent(step, cfg.total_steps, phase, record,
+                                        checkpoint=lambda s=step: self.checkpoint_payload(s)))
         final = save_checkpoint(final_checkpoint_path(self.run_dir), self.checkpoint_payload(step))
         plot_training_curves(read_metrics(metrics_path), self.run_dir / "curves.png",
                              delta=cfg.delta if algo.needs_safety else None,
