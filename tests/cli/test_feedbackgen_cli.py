@@ -121,6 +121,7 @@ def test_strip_publish_plot(store: Path, tmp_path: Path) -> None:
     assert files == ["README.md", "SHA256SUMS", "blind.zarr.zip"]
     archive = tmp_path / "release" / "blind.zarr.zip"
     assert run("validate", archive).exit_code == 0
+    assert run("verify", archive).exit_code == 0
     assert json.loads(run("info", archive, "--json").stdout)["store_id"].endswith("-blind-v1")
     res = run("plot", store, "--out", tmp_path / "p.png")
     assert res.exit_code == 0 and (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
