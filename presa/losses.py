@@ -82,8 +82,8 @@ def safety_values(scores: torch.Tensor, safe: torch.Tensor, zref: torch.Tensor |
 def safety_weights(safe: torch.Tensor, eta: float) -> torch.Tensor:
     """Per-segment weights: 1 for safe, η · N_safe / N_unsafe for unsafe (batch counts).
 
-    With no safe segment in the batch the unsafe ones weigh η each (the ratio is taken with counts
-    clamped at 1), so the weighted mean stays defined.
+    Counts are clamped at 1, so a batch without safe (or without unsafe) segments still gives
+    positive weights and a defined weighted mean (all weights equal: g_θ is the plain mean).
     """
     n_safe = safe.sum()
     n_unsafe = safe.numel() - n_safe

@@ -42,7 +42,8 @@ def plot_training_curves(records: list[dict[str, Any]], out: str | Path, *, delt
                 ys.append(v)
         return xs, ys
 
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7), constrained_layout=True)
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7))
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.08, top=0.9, wspace=0.2, hspace=0.35)
     ax = axes[0, 0]
     drawn = False
     for key, label in (("bc_loss", "BC loss"), ("pref_loss", "L_pref"), ("loss", "Lagrangian")):

@@ -65,7 +65,7 @@ def dropout(x: torch.Tensor, p: float, generator: torch.Generator | None) -> tor
     k = p * 256.0
     if k == int(k) and numel % 8 == 0:
         bits = torch.empty(numel // 8, dtype=torch.int64, device=x.device)
-        bits.random_(generator=generator)
+        bits.random_(-(2**63), None, generator=generator)  # full 64-bit range: 8 uniform bytes
         keep = bits.view(torch.uint8).view(x.shape) >= int(k)
     else:
         keep = torch.empty(x.shape, dtype=torch.float32, device=x.device).uniform_(generator=generator) >= p

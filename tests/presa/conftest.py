@@ -21,9 +21,18 @@ T_MAX = 20
 H = 5
 THRESHOLDS = (4.0, 8.0)  # per-segment budgets κ·H/T_max = 1 and 2 costly steps
 
-TOY_TASK = Task(name="Toy-v0", suite="bullet", env_id="Toy-v0", max_episode_steps=T_MAX,
-                min_episode_reward=0.0, max_episode_reward=40.0, min_episode_cost=0.0,
-                max_episode_cost=20.0, thresholds=THRESHOLDS, origin="shipped")
+TOY_TASK = Task(
+    name="Toy-v0",
+    suite="bullet",
+    env_id="Toy-v0",
+    max_episode_steps=T_MAX,
+    min_episode_reward=0.0,
+    max_episode_reward=40.0,
+    min_episode_cost=0.0,
+    max_episode_cost=20.0,
+    thresholds=THRESHOLDS,
+    origin="shipped",
+)
 
 
 def make_toy_data(n_episodes: int = 40, n_pairs: int = 200, seed: int = 0) -> FeedbackData:
@@ -38,7 +47,7 @@ def make_toy_data(n_episodes: int = 40, n_pairs: int = 200, seed: int = 0) -> Fe
     costs = (act[:, 0] > 0.2).astype(np.float32)
     next_obs = np.roll(obs, -1, axis=0)
     trunc = np.zeros(n, bool)
-    trunc[T_MAX - 1::T_MAX] = True
+    trunc[T_MAX - 1 :: T_MAX] = True
     ep_start = np.arange(n_episodes, dtype=np.int64) * T_MAX
     ep_len = np.full(n_episodes, T_MAX, dtype=np.int64)
 
@@ -60,18 +69,44 @@ def make_toy_data(n_episodes: int = 40, n_pairs: int = 200, seed: int = 0) -> Fe
     safety_label = (seg_cost[:, None] <= budgets[None, :]).astype(np.int8)
     ep_reward = rewards.reshape(n_episodes, T_MAX).sum(1)
     ep_cost = costs.reshape(n_episodes, T_MAX).sum(1)
-    oracle = OracleData(rewards=rewards, costs=costs, episode_reward=ep_reward, episode_cost=ep_cost,
-                        segment_return=seg_ret, segment_cost=seg_cost, pref_label=label,
-                        safety_label=safety_label)
-    meta = {"task": TOY_TASK.to_dict(), "obs_mean": obs.mean(0).tolist(), "obs_std": obs.std(0).tolist(),
-            "seed": seed, "segments": {"method": "fixed", "length": H}}
+    oracle = OracleData(
+        rewards=rewards,
+        costs=costs,
+        episode_reward=ep_reward,
+        episode_cost=ep_cost,
+        segment_return=seg_ret,
+        segment_cost=seg_cost,
+        pref_label=label,
+        safety_label=safety_label,
+    )
+    meta = {
+        "task": TOY_TASK.to_dict(),
+        "obs_mean": obs.mean(0).tolist(),
+        "obs_std": obs.std(0).tolist(),
+        "seed": seed,
+        "segments": {"method": "fixed", "length": H},
+    }
     return FeedbackData(
-        observations=obs, next_observations=next_obs, actions=act, episode=episode,
-        terminations=np.zeros(n, bool), truncations=trunc, episode_start=ep_start, episode_length=ep_len,
-        segment_episode=seg_episode, segment_start=seg_start, segment_length=seg_len,
-        pref_a=a.astype(np.int64), pref_b=b.astype(np.int64), pref_label=label,
-        pref_prob=np.full(n_pairs, np.nan, np.float32), thresholds=np.asarray(THRESHOLDS, np.float32),
-        safety_segment=safety_segment, safety_label=safety_label, oracle=oracle, metadata=meta,
+        observations=obs,
+        next_observations=next_obs,
+        actions=act,
+        episode=episode,
+        terminations=np.zeros(n, bool),
+        truncations=trunc,
+        episode_start=ep_start,
+        episode_length=ep_len,
+        segment_episode=seg_episode,
+        segment_start=seg_start,
+        segment_length=seg_len,
+        pref_a=a.astype(np.int64),
+        pref_b=b.astype(np.int64),
+        pref_label=label,
+        pref_prob=np.full(n_pairs, np.nan, np.float32),
+        thresholds=np.asarray(THRESHOLDS, np.float32),
+        safety_segment=safety_segment,
+        safety_label=safety_label,
+        oracle=oracle,
+        metadata=meta,
         store_id="test/toy-v0",
     )
 
@@ -85,5 +120,16 @@ def toy_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 # Small, fast settings for real training runs in tests.
-TINY = {"hidden": [32, 32], "pair_batch": 16, "safety_batch": 16, "bc_batch": 64, "bc_steps": 20,
-        "total_steps": 60, "warmup_steps": 5, "log_every": 5, "checkpoint_every": 20, "threshold": 4.0}
+TINY = {
+    "hidden": [32, 32],
+    "pair_batch": 16,
+    "safety_batch": 16,
+    "bc_batch": 64,
+    "bc_steps": 20,
+    "total_steps": 60,
+    "warmup_steps": 5,
+    "log_every": 5,
+    "checkpoint_every": 20,
+    "threshold": 4.0,
+    "threads": 1,
+}
