@@ -89,7 +89,7 @@ def train_command(
     from presa.evaluate import eval_callback
     from presa.trainer import default_run_dir, resume, store_suite, train
 
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     try:
         overrides = parse_set(set_)
         if resume_dir is not None:
