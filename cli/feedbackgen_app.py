@@ -93,7 +93,7 @@ def make(
     task: Annotated[str, typer.Option(help="Task name (see `feedbackgen tasks`).")],
     source: Annotated[Path | None, typer.Option(
         help="DSRL-format HDF5 file; default: the shipped dataset, the DSRL cache, or a download.")] = None,
-    noise: Annotated[float, typer.Option(help="Mistake probability ε for both channels.")] = 0.0,
+    noise: Annotated[float, typer.Option(help="Mistake probability ε for both channels.")] = 0.1,
     pref_noise: Annotated[float | None, typer.Option(
         help="Mistake probability of the preference teacher (overrides --noise).")] = None,
     safety_noise: Annotated[float | None, typer.Option(

@@ -117,7 +117,7 @@ class MakeConfig:
         task: task name (``feedbackgen tasks`` lists them).
         source: trajectory file; None finds it (shipped dataset, DSRL cache, download).
         out: the store directory; None means :meth:`default_out`.
-        noise: mistake probability ε for both channels.
+        noise: mistake probability ε for both channels (default 0.1).
         pref_noise: mistake probability of the preference teacher (overrides ``noise``).
         safety_noise: noise probability of the safety labels (overrides ``noise``).
         teacher: teacher spec, e.g. ``oracle``, ``bt:beta=1``, ``myopic:gamma=0.9+skip:margin=1``
@@ -139,7 +139,7 @@ class MakeConfig:
     task: str
     source: Path | None = None
     out: Path | None = None
-    noise: float = 0.0
+    noise: float = 0.1
     pref_noise: float | None = None
     safety_noise: float | None = None
     teacher: str = "oracle"
