@@ -361,18 +361,19 @@ def check_compatible(actor, env, task: Task, source: str) -> None:
     if int(actor.obs_dim) != env_obs:
         raise FeedbackgenError(
             f"checkpoint {source} expects {actor.obs_dim}-dim observations but task '{task.name}' "
-            f"({task.env_id}) gives {env_obs}; evaluate it on the task it was trained on "
-            f"({_trained_on(actor)})")
+            f"({task.env_id}) gives {env_obs}; {_advice(actor, task)}")
     if int(actor.act_dim) != env_act:
         raise FeedbackgenError(
             f"checkpoint {source} outputs {actor.act_dim}-dim actions but task '{task.name}' "
-            f"({task.env_id}) takes {env_act}; evaluate it on the task it was trained on "
-            f"({_trained_on(actor)})")
+            f"({task.env_id}) takes {env_act}; {_advice(actor, task)}")
 
 
-def _trained_on(actor) -> str:
-    task = getattr(actor, "task", None)
-    return f"'{task.name}'" if task is not None else "unknown"
+def _advice(actor, task: Task) -> str:
+    trained = getattr(actor, "task", None)
+    if trained is None or trained.name == task.name:
+        return ("its training data does not come from this simulator; train on a store made from "
+                "this task's data")
+    return f"evaluate it on the task it was trained on ('{trained.name}')"
 
 
 def run_episode(actor, env, *, index: int, seed: int, max_steps: int) -> EpisodeResult:

@@ -111,6 +111,7 @@ def test_eval_table_and_errors(app: typer.Typer, trained: Path, tmp_path: Path):
     bad = CliRunner().invoke(app, ["eval", str(trained), "--episodes", "1", "--task", "BallCircle"])
     assert bad.exit_code == 1
     assert "error: checkpoint" in bad.output and "expects 7-dim observations" in bad.output
+    assert "trained on ('BallRun')" in bad.output
     assert "Traceback" not in bad.output
 
     missing = CliRunner().invoke(app, ["eval", str(tmp_path / "nope"), "--json"])

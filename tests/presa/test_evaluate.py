@@ -194,6 +194,7 @@ def test_checkpoint_with_wrong_observation_size_is_a_clear_error(tmp_path: Path,
     msg = str(info.value)
     assert "\n" not in msg
     assert "expects 5-dim observations" in msg and "'BallRun'" in msg and "gives 7" in msg
+    assert "store made from this task's data" in msg
     # a good checkpoint in a task with another observation size: same error
     with pytest.raises(FeedbackgenError, match="expects 7-dim observations but task 'BallCircle'.*gives 8"):
         evaluate(ballrun_run, episodes=1, workers=1, task="BallCircle")
