@@ -36,6 +36,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import tempfile
@@ -545,6 +546,9 @@ def collect(cfg: CollectConfig, progress: ProgressFn | None = None) -> Path:
                                "or choose another --out")
     if not out.parent.exists():
         raise FeedbackgenError(f"folder {out.parent} does not exist: create it or choose another --out")
+    if cfg.is_folder and out.exists() and not (out / "dataset.json").is_file():
+        raise FeedbackgenError(f"{out} exists and is not a dataset folder (no dataset.json): refusing to "
+                               "replace it; choose a new folder or a .hdf5 file for --out")
     from feedbackgen.sim import resolve
 
     resolve(cfg.task)  # an unknown name fails here, before any process starts
@@ -614,8 +618,8 @@ def collect(cfg: CollectConfig, progress: ProgressFn | None = None) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         write_dsrl(tmp / "data.hdf5", traj, attrs)
-        (tmp / "dataset.json").write_text(json.dumps({"task": task_rec, "file": "data.hdf5",
-                                                      "collection": record}, indent=2) + "\n")
+        (tmp / "dataset.json").write_text(_dumps({"task": task_rec, "file": "data.hdf5",
+                                                  "collection": record}))
         if out.exists():
             old = out.with_name(f".{out.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -630,7 +634,14 @@ def collect(cfg: CollectConfig, progress: ProgressFn | None = None) -> Path:
     return out
 
 
+def _dumps(obj: dict) -> str:
+    """Indented JSON with lists of numbers kept on one line (per-episode lists stay readable)."""
+    text = json.dumps(obj, indent=2)
+    return re.sub(r"\[\s*([-0-9.eE+,\s]+?)\s*\]",
+                  lambda m: "[" + ", ".join(x.strip() for x in m.group(1).split(",")) + "]", text) + "\n"
+
+
 def _write_json_atomic(path: Path, obj: dict) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    tmp.write_text(_dumps(obj))
     tmp.replace(path)

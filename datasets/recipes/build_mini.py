@@ -52,6 +52,9 @@ class Recipe:
         noise: range of the per-episode action-noise std (fraction of the action half-range).
         random_share: share of episodes from the uniform random policy (0 = none).
         seed: seed of training and collection.
+        cost_limits: episode cost limits of cost-limited members: PPO whose λ follows dual ascent
+            (λ += lagrange_lr · (mean episode cost − limit) after each rollout, from
+            lagrange_init), the way Lagrangian safe-RL methods trade reward for cost.
     """
 
     task: str
@@ -62,20 +65,24 @@ class Recipe:
     random_share: float = 0.0
     seed: int = 0
     snapshots: tuple[float, ...] = (0.25, 1.0)
+    cost_limits: tuple[float, ...] = ()
+    lagrange_init: float = 1.0
+    lagrange_lr: float = 0.02
 
 
-# Reward per step differs by task (BallRun ~16, BallCircle ~4, CarCircle ~2 at full speed) while a
-# cost is 1 per unsafe step, so the λ that makes a policy cautious differs too (measured: λ = 2 is
-# still reckless on BallRun, λ = 10 is fully cautious).
+# Reward per step differs by task (full speed: BallRun ~16, CarRun ~6, BallCircle ~2.5) while a cost
+# is 1 per unsafe step, so the λ that makes a policy cautious differs too. Measured with this PPO
+# setup: BallRun λ ≤ 4 reckless (cost ~90), λ ≥ 6 cautious (cost 0); BallCircle λ = 1 cost ~65,
+# λ = 3 cost ~1. Fixed-λ policies are nearly all-or-nothing, so cost-limited members (λ by dual
+# ascent towards an episode cost limit) fill in the middle of the cost range. CarCircle is left
+# out: PPO needs far more than a few minutes to learn it.
 RECIPES = {
-    "BallRun": Recipe("BallRun", lambdas=(0.0, 4.0, 5.0, 6.0, 12.0), train_steps=32_000, episodes=500,
-                      noise=(0.0, 0.8)),
-    "BallCircle": Recipe("BallCircle", lambdas=(0.0, 0.5, 1.0, 2.0, 5.0), train_steps=40_000, episodes=400,
-                         noise=(0.0, 0.6)),
-    "CarCircle": Recipe("CarCircle", lambdas=(0.0, 0.5, 1.0, 2.0, 5.0), train_steps=60_000, episodes=250,
-                        noise=(0.0, 0.6)),
-    "CarRun": Recipe("CarRun", lambdas=(0.0, 0.5, 1.0, 2.0, 5.0), train_steps=40_000, episodes=300,
-                     noise=(0.0, 0.6)),
+    "BallRun": Recipe("BallRun", lambdas=(0.0, 5.0, 12.0), cost_limits=(10.0, 25.0, 50.0), lagrange_init=5.0,
+                      lagrange_lr=0.01, train_steps=32_000, episodes=500, noise=(0.0, 0.8)),
+    "BallCircle": Recipe("BallCircle", lambdas=(0.0, 4.0), cost_limits=(10.0, 25.0, 50.0), lagrange_init=1.5,
+                         lagrange_lr=0.01, train_steps=24_000, episodes=400, noise=(0.0, 0.8)),
+    "CarRun": Recipe("CarRun", lambdas=(0.0, 12.0), cost_limits=(10.0, 25.0, 50.0), lagrange_init=4.0,
+                     lagrange_lr=0.02, train_steps=24_000, episodes=400, noise=(0.0, 0.8)),
 }
 
 
@@ -87,19 +94,21 @@ def dataset_dir(task: str) -> Path:
     return ROOT / "datasets" / f"{task}-mini"
 
 
-def _member_name(lam: float, frac: float) -> str:
-    return f"ppo_lam{lam:g}_{int(round(100 * frac)):03d}.zip"
+def _member_name(kind: str, value: float, frac: float) -> str:
+    return f"ppo_{kind}{value:g}_{int(round(100 * frac)):03d}.zip"
 
 
 def make_penalised_env(task: str, lam: float):
-    """Our simulator env as a gymnasium env whose reward is reward - λ·cost (for SB3)."""
+    """Our simulator env as a gymnasium env whose reward is reward - λ·cost (for SB3).
+
+    ``info['cost']`` and ``info['reward']`` keep the raw signals; at the end of an episode
+    ``info['episode_cost']`` holds its cost sum. ``set_lambda`` changes λ (cost-limited training).
+    """
     import gymnasium as gym
 
     from feedbackgen.sim import make_env
 
     class CostPenalised(gym.Env):
-        """reward - λ·cost; ``info['cost']`` and ``info['reward']`` keep the raw signals."""
-
         metadata = {"render_modes": []}
 
         def __init__(self) -> None:
@@ -107,14 +116,21 @@ def make_penalised_env(task: str, lam: float):
             self.observation_space = self.env.observation_space
             self.action_space = self.env.action_space
             self.lam = lam
+            self.episode_cost = 0.0
+
+        def set_lambda(self, value: float) -> None:
+            self.lam = float(value)
 
         def reset(self, *, seed=None, options=None):
-            obs, info = self.env.reset(seed=seed)
-            return obs, info
+            self.episode_cost = 0.0
+            return self.env.reset(seed=seed)
 
         def step(self, action):
             obs, reward, cost, terminated, truncated, info = self.env.step(action)
+            self.episode_cost += float(cost)
             info = dict(info, cost=float(cost), reward=float(reward))
+            if terminated or truncated:
+                info["episode_cost"] = self.episode_cost
             return obs, float(reward) - self.lam * float(cost), terminated, truncated, info
 
         def close(self) -> None:
@@ -123,10 +139,41 @@ def make_penalised_env(task: str, lam: float):
     return CostPenalised()
 
 
-def train(recipe: Recipe) -> list[Path]:
-    """Train the zoo (PPO per λ, saved at each snapshot fraction of the training steps)."""
+def _lagrange_callback(limit: float, lr: float, lam0: float):
+    """SB3 callback: after each rollout, λ += lr·(mean episode cost − limit), λ ≥ 0 (dual ascent)."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class Lagrange(BaseCallback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lam, self.costs = lam0, []
+
+        def _on_training_start(self) -> None:
+            self.training_env.env_method("set_lambda", self.lam)
+
+        def _on_step(self) -> bool:
+            self.costs += [i["episode_cost"] for i in self.locals["infos"] if "episode_cost" in i]
+            return True
+
+        def _on_rollout_end(self) -> None:
+            if self.costs:
+                self.lam = max(0.0, self.lam + lr * (float(np.mean(self.costs)) - limit))
+                self.costs = []
+                self.training_env.env_method("set_lambda", self.lam)
+
+    return Lagrange()
+
+
+def _members(recipe: Recipe) -> list[tuple[str, float]]:
+    return [("lam", x) for x in recipe.lambdas] + [("lim", x) for x in recipe.cost_limits]
+
+
+def train(recipe: Recipe, retrain: bool = False) -> list[Path]:
+    """Train the zoo: PPO per fixed λ and per cost limit, saved at each snapshot fraction.
+
+    Members whose final snapshot exists are kept unless ``retrain``.
+    """
     import torch
-    from gymnasium.wrappers import TimeLimit
     from stable_baselines3 import PPO
     from stable_baselines3.common.vec_env import DummyVecEnv
 
@@ -134,29 +181,36 @@ def train(recipe: Recipe) -> list[Path]:
     out = zoo_dir(recipe.task)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    for k, lam in enumerate(recipe.lambdas):
-        def factory(lam=lam):
-            env = make_penalised_env(recipe.task, lam)
-            return TimeLimit(env, max_episode_steps=int(env.env.max_episode_steps))
-
-        venv = DummyVecEnv([factory for _ in range(4)])
+    for k, (kind, value) in enumerate(_members(recipe)):
+        names = [_member_name(kind, value, f) for f in recipe.snapshots]
+        if not retrain and all((out / n).is_file() for n in names):
+            paths += [out / n for n in names]
+            continue
+        lam0 = value if kind == "lam" else recipe.lagrange_init
+        venv = DummyVecEnv([lambda lam0=lam0: make_penalised_env(recipe.task, lam0) for _ in range(4)])
         venv.seed(recipe.seed + 1000 * k)
         model = PPO("MlpPolicy", venv, n_steps=512, batch_size=128, seed=recipe.seed + k, device="cpu",
                     verbose=0, policy_kwargs={"net_arch": [64, 64]})
+        callback = _lagrange_callback(value, recipe.lagrange_lr, lam0) if kind == "lim" else None
         t0 = time.time()
         done = 0
-        for frac in recipe.snapshots:
+        for frac, name in zip(recipe.snapshots, names, strict=True):
             steps = int(round(frac * recipe.train_steps))
-            model.learn(steps - done, reset_num_timesteps=done == 0)
+            model.learn(steps - done, reset_num_timesteps=done == 0, callback=callback)
             done = steps
-            model.save(out / _member_name(lam, frac))
-            paths.append(out / _member_name(lam, frac))
+            model.save(out / name)
+            paths.append(out / name)
         venv.close()
-        print(f"[{recipe.task}] trained λ={lam:g}: {recipe.train_steps} steps in {time.time() - t0:.0f}s",
+        what = f"λ={value:g}" if kind == "lam" else f"cost limit {value:g} (final λ={callback.lam:.2f})"
+        print(f"[{recipe.task}] trained {what}: {recipe.train_steps} steps in {time.time() - t0:.0f}s",
               flush=True)
     (out / "zoo.json").write_text(json.dumps({
         "task": recipe.task, "algorithm": "stable-baselines3 PPO (MlpPolicy 64x64, n_steps 512 x 4 envs, "
-        "batch 128)", "objective": "reward - lambda * cost", "lambdas": list(recipe.lambdas),
+        "batch 128)", "objective": "reward - lambda * cost",
+        "lambdas": list(recipe.lambdas), "cost_limits": list(recipe.cost_limits),
+        "lagrange": {"init": recipe.lagrange_init, "lr": recipe.lagrange_lr,
+                     "rule": "after each rollout: lambda = max(0, lambda + lr * (mean episode cost "
+                             "- limit))"},
         "train_steps": recipe.train_steps, "snapshots": list(recipe.snapshots),
         "seed": recipe.seed}, indent=2) + "\n")
     return paths
@@ -164,9 +218,9 @@ def train(recipe: Recipe) -> list[Path]:
 
 def zoo_members(recipe: Recipe) -> list[Path]:
     paths = []
-    for lam in recipe.lambdas:
+    for kind, value in _members(recipe):
         for frac in recipe.snapshots:
-            p = zoo_dir(recipe.task) / _member_name(lam, frac)
+            p = zoo_dir(recipe.task) / _member_name(kind, value, frac)
             if not p.is_file():
                 raise FeedbackgenError(f"zoo model {p} is missing: run the train stage first "
                                        f"(--task {recipe.task} --stage train)")
@@ -316,13 +370,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--task", required=True, choices=sorted(RECIPES))
     parser.add_argument("--stage", choices=("all", "train", "collect", "card"), default="all")
+    parser.add_argument("--retrain", action="store_true", help="retrain zoo members that already exist")
     parser.add_argument("--workers", type=int, default=None, help="collection workers (default: all cores)")
     args = parser.parse_args(argv)
     recipe = RECIPES[args.task]
     os.chdir(ROOT)  # policy paths in the collection record are relative to the repository root
     try:
         if args.stage in ("all", "train"):
-            train(recipe)
+            train(recipe, retrain=args.retrain)
         if args.stage in ("all", "collect"):
             collect_mixture(recipe, args.workers)
         if args.stage in ("all", "collect", "card"):

@@ -156,27 +156,29 @@ def sb3_model(tmp_path_factory) -> Path:
     return _tiny_sb3_model(TASK, tmp_path_factory.mktemp("sb3") / "ppo.zip")
 
 
-def test_sb3_policy_collects_deterministically(tmp_path: Path, sb3_model: Path) -> None:
+def test_sb3_policy_in_a_mixture(tmp_path: Path, sb3_model: Path) -> None:
+    """sb3 episodes act exactly as the model's deterministic predict; random ones do not."""
     from stable_baselines3 import PPO
 
-    model_path = sb3_model
-    cfg = _cfg(tmp_path, "sb3.hdf5", policies=(f"sb3:{model_path}",), noise=(0.0, 0.0), episodes=2)
-    arr = _arrays(collect(cfg))
-    model = PPO.load(model_path, device="cpu")
-    expected, _ = model.predict(arr["observations"], deterministic=True)
-    np.testing.assert_allclose(arr["actions"], np.clip(expected, -1, 1), atol=1e-6)
-    record = json.loads((tmp_path / "sb3.json").read_text())
-    assert record["policies"][0]["spec"] == f"sb3:{model_path}"
+    cfg = _cfg(tmp_path, "mix", policies=(f"sb3:{sb3_model}@0.5", "random@0.5"), episodes=4,
+               noise=(0.0, 0.0), name="Mix-mini")
+    folder = collect(cfg)
+    meta = json.loads((folder / "dataset.json").read_text())
+    record = meta["collection"]
+    assert meta["task"]["name"] == "Mix-mini" and meta["task"]["base_task"] == TASK
+    assert [p["episodes"] for p in record["policies"]] == [2, 2]
+    assert record["policies"][0]["spec"] == f"sb3:{sb3_model}"
     assert len(record["policies"][0]["sha256"]) == 64
     assert "stable-baselines3" in record["versions"]
 
-    # a mixture: the sb3 policy and random, shares recorded, noise added
-    mix = _cfg(tmp_path, "mix", policies=(f"sb3:{model_path}@0.5", "random@0.5"), episodes=4,
-               noise=(0.1, 0.2), name="Mix-mini")
-    folder = collect(mix)
-    meta = json.loads((folder / "dataset.json").read_text())
-    assert [p["episodes"] for p in meta["collection"]["policies"]] == [2, 2]
-    assert meta["task"]["name"] == "Mix-mini" and meta["task"]["base_task"] == TASK
+    arr = _arrays(folder / "data.hdf5")
+    model = PPO.load(sb3_model, device="cpu")
+    expected, _ = model.predict(arr["observations"], deterministic=True)
+    expected = np.clip(expected, -1, 1)
+    for ep, pol in enumerate(record["episode_policy"]):
+        rows = slice(arr["episode_start"][ep], arr["episode_start"][ep] + arr["episode_length"][ep])
+        same = np.allclose(arr["actions"][rows], expected[rows], atol=1e-6)
+        assert same == (pol == 0), (ep, pol)
 
 
 def test_sb3_policy_for_another_task_is_refused(tmp_path: Path) -> None:
@@ -209,6 +211,12 @@ def test_existing_output_needs_overwrite(tmp_path: Path) -> None:
         collect(_cfg(tmp_path, episodes=1))
     collect(_cfg(tmp_path, episodes=2, overwrite=True))
     assert _arrays(tmp_path / "d.hdf5")["episode_start"].size == 2
+    # a folder output only ever replaces a dataset folder, never some other folder
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "keep.txt").write_text("mine")
+    with pytest.raises(FeedbackgenError, match="not a dataset folder"):
+        collect(_cfg(tmp_path, "notes", episodes=1, overwrite=True))
+    assert (tmp_path / "notes" / "keep.txt").read_text() == "mine"
 
 
 @pytest.mark.parametrize("kw, match", [
