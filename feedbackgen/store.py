@@ -24,6 +24,22 @@ Layout (schema version 1); every array name below is part of the format::
         rewards (N,), costs (N,), episode_reward (E,), episode_cost (E,),
         segment_return (S,), segment_cost (S,), pref_label (P,), safety_label (M, K)
 
+Optional arrays (still schema version 1; a store without them is read as before):
+
+    preferences/source       (P,) int16    index into metadata ``label_sources``
+    preferences/time         (P,) float64  unix time of the answer, NaN if unknown
+    preferences/confidence   (P,) float32  annotator confidence in [0, 1], NaN if not given
+    safety/source, safety/time, safety/confidence   the same per safety row, (M,)
+    safety/single            (M,) bool     True: one judgement for the segment, applied to every
+                                           threshold; False: one label per threshold
+    frames/index             (F,) int64    transition index each frame shows (strictly increasing)
+    frames/images            (F, h, w, 3) uint8  RGB frames (``feedbackgen collect --record-frames``)
+
+``metadata.label_sources`` is a list of ``{"id": "teacher:oracle+mistake" | "human:alice",
+"kind": "teacher" | "human"}``. A store without ``preferences/source`` has every label from the
+synthetic teacher its metadata records (see :mod:`feedbackgen.labels`). The source, time and
+confidence arrays of a channel are written together or not at all.
+
 Writes are atomic (built in a hidden temporary sibling, then renamed); an existing store is never
 replaced unless ``overwrite=True``; readers refuse unknown schema versions.
 """
@@ -77,6 +93,18 @@ _ORACLE_ARRAYS: dict[str, tuple[str, str]] = {
     "oracle/pref_label": ("float32", "pref_label"),
     "oracle/safety_label": ("int8", "safety_label"),
 }
+# optional arrays: (group, array) -> (dtype, field name on FeedbackData); absent when the field is None
+_OPTIONAL_ARRAYS: dict[str, tuple[str, str]] = {
+    "preferences/source": ("int16", "pref_source"),
+    "preferences/time": ("float64", "pref_time"),
+    "preferences/confidence": ("float32", "pref_confidence"),
+    "safety/source": ("int16", "safety_source"),
+    "safety/time": ("float64", "safety_time"),
+    "safety/confidence": ("float32", "safety_confidence"),
+    "safety/single": ("bool", "safety_single"),
+    "frames/index": ("int64", "frame_index"),
+    "frames/images": ("uint8", "frame_images"),
+}
 
 
 @dataclass
@@ -122,6 +150,15 @@ class FeedbackData:
     store_id: str = ""
     schema_version: int = SCHEMA_VERSION
     path: Path | None = None
+    pref_source: Any = None
+    pref_time: Any = None
+    pref_confidence: Any = None
+    safety_source: Any = None
+    safety_time: Any = None
+    safety_confidence: Any = None
+    safety_single: Any = None
+    frame_index: Any = None
+    frame_images: Any = None
 
     @property
     def n_transitions(self) -> int:
@@ -168,6 +205,9 @@ def _copy_array(group, name: str, src, dtype: str) -> None:
     rows = TRANSITION_CHUNK_ROWS
     if len(src_shape) == 2 and src_shape[1] > 0:
         rows = max(1024, min(rows, (4 << 20) // (4 * src_shape[1])))
+    elif len(src_shape) > 2:  # images: about 1 MB per chunk
+        row_bytes = max(1, int(np.prod(src_shape[1:])) * np.dtype(dtype).itemsize)
+        rows = max(1, (1 << 20) // row_bytes)
     chunks = (max(1, min(rows, src_shape[0] if src_shape[0] else 1)),) + src_shape[1:]
     arr = group.create_array(name, shape=src_shape, dtype=dtype, chunks=chunks)
     n = src_shape[0]
@@ -201,6 +241,9 @@ def write_store(path: str | Path, data: FeedbackData, *, overwrite: bool = False
         if data.oracle is not None:
             for name, (dtype, attr) in _ORACLE_ARRAYS.items():
                 _copy_array(root, name, getattr(data.oracle, attr), dtype)
+        for name, (dtype, attr) in _OPTIONAL_ARRAYS.items():
+            if getattr(data, attr) is not None:
+                _copy_array(root, name, getattr(data, attr), dtype)
         root.attrs.update(_jsonable({
             "schema_version": SCHEMA_VERSION,
             "store_id": data.store_id,
@@ -278,6 +321,14 @@ def open_store(path: str | Path, *, lazy: bool = False) -> FeedbackData:
         return arr if lazy else arr[...]
 
     values = {attr: get(name) for name, (_, attr) in _MAIN_ARRAYS.items()}
+    for name, (_, attr) in _OPTIONAL_ARRAYS.items():
+        group, _, leaf = name.partition("/")
+        try:
+            present = leaf in root[group]
+        except KeyError:
+            present = False
+        if present:
+            values[attr] = get(name)
     oracle = None
     if attrs.get("has_oracle", False):
         oracle = OracleData(**{attr: get(name) for name, (_, attr) in _ORACLE_ARRAYS.items()})
@@ -292,6 +343,11 @@ def array_names(include_oracle: bool = True) -> list[str]:
     if include_oracle:
         names += list(_ORACLE_ARRAYS)
     return names
+
+
+def optional_arrays() -> dict[str, tuple[str, str]]:
+    """The optional arrays of schema version 1: ``path -> (dtype, field name on FeedbackData)``."""
+    return dict(_OPTIONAL_ARRAYS)
 
 
 def main_fields() -> list[str]:

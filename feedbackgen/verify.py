@@ -21,7 +21,7 @@ import numpy as np
 
 from feedbackgen.errors import FeedbackgenError
 from feedbackgen.sources import SCAN_CHUNK_ROWS, episode_sums
-from feedbackgen.store import _jsonable, open_store, schema_arrays
+from feedbackgen.store import _jsonable, open_store, optional_arrays, schema_arrays
 
 STORE_ID_RE = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+-v\d+$")
 REQUIRED_METADATA: dict[str, tuple[str, ...]] = {
@@ -36,7 +36,8 @@ REQUIRED_METADATA: dict[str, tuple[str, ...]] = {
 REQUIRED_QUALITY = ("preference_agreement", "safety_agreement", "tie_rate", "skip_rate", "safe_fraction",
                     "segments_per_episode", "return_gap")
 # metadata that depends on when/where a store was made, not on its content
-_VOLATILE_METADATA = ("created", "git_commit", "toolkit_version", "libraries", "config", "source", "stripped")
+_VOLATILE_METADATA = ("created", "git_commit", "toolkit_version", "libraries", "config", "source", "stripped",
+                      "frames")  # frames: copied from a sidecar of the source; no label depends on them
 
 
 @dataclass
@@ -158,6 +159,8 @@ def validate_store(path: str | Path) -> ValidationReport:
     check(bool(((seg >= 0) & (seg < S)).all()), "safety/segment has segment ids outside [0, segments)")
     check(_in_set(_values(data.safety_label), (0, 1)), "safety/label has values other than 0 and 1")
 
+    _check_optional(data, check, N=N, P=P, M=M, K=K)
+
     for name, arr in (("observations", obs), ("next_observations", nobs), ("actions", act)):
         finite = all(np.isfinite(np.asarray(arr[lo:lo + SCAN_CHUNK_ROWS])).all()
                      for lo in range(0, N, SCAN_CHUNK_ROWS))
@@ -200,6 +203,61 @@ def validate_store(path: str | Path) -> ValidationReport:
         check(np.allclose(np.asarray(meta["safety"]["thresholds"], float), th),
               "metadata safety.thresholds do not match safety/thresholds")
     return rep
+
+
+def _check_optional(data: Any, check: Any, *, N: int, P: int, M: int, K: int) -> None:
+    """Checks of the optional arrays (label sources, times, confidences, frames) when present."""
+    present = {name: getattr(data, attr) for name, (_, attr) in optional_arrays().items()
+               if getattr(data, attr) is not None}
+    if not present:
+        return
+    for name, arr in present.items():
+        dtype = optional_arrays()[name][0]
+        check(np.dtype(arr.dtype) == np.dtype(dtype), f"{name} has dtype {arr.dtype}, expected {dtype}")
+    sources = data.metadata.get("label_sources") if isinstance(data.metadata, dict) else None
+    for group, rows in (("preferences", P), ("safety", M)):
+        trio = [f"{group}/{x}" for x in ("source", "time", "confidence")]
+        have = [n for n in trio if n in present]
+        if not have:
+            continue
+        if not check(len(have) == 3, f"{group}: {', '.join(have)} present without "
+                                     f"{', '.join(n for n in trio if n not in have)} (written together)"):
+            continue
+        if not all(check(tuple(present[n].shape) == (rows,),
+                         f"{n} has shape {tuple(present[n].shape)}, expected {(rows,)}") for n in trio):
+            continue
+        ok_meta = check(isinstance(sources, list) and len(sources) > 0 and all(
+            isinstance(s, dict) and isinstance(s.get("id"), str) and s.get("kind") in ("teacher", "human")
+            for s in sources), "metadata label_sources must be a list of {id, kind: teacher|human} "
+                               f"when {group}/source is present")
+        if ok_meta:
+            check(len({s["id"] for s in sources}) == len(sources), "metadata label_sources has repeated ids")
+            src = _values(present[f"{group}/source"]).astype(np.int64)
+            check(bool(((src >= 0) & (src < len(sources))).all()),
+                  f"{group}/source has indices outside [0, {len(sources)}) (metadata label_sources)")
+        t = _values(present[f"{group}/time"])
+        check(bool((np.isnan(t) | np.isfinite(t)).all()), f"{group}/time has inf values (NaN allowed)")
+        c = _values(present[f"{group}/confidence"])
+        check(bool((np.isnan(c) | ((c >= 0) & (c <= 1))).all()),
+              f"{group}/confidence has values outside [0, 1] (NaN allowed)")
+    if "safety/single" in present:
+        single = _values(present["safety/single"])
+        shape_ok = check(tuple(single.shape) == (M,),
+                         f"safety/single has shape {tuple(single.shape)}, expected {(M,)}")
+        if shape_ok and M and K > 0:
+            lab = _values(data.safety_label)[single.astype(bool)]
+            check(bool((lab == lab[:, :1]).all()) if lab.size else True,
+                  "safety/single rows must have the same label at every threshold")
+    if "frames/index" in present or "frames/images" in present:
+        if check("frames/index" in present and "frames/images" in present,
+                 "frames/index and frames/images must be present together"):
+            idx, img = present["frames/index"], present["frames/images"]
+            F = int(idx.shape[0]) if len(idx.shape) == 1 else -1
+            if check(len(img.shape) == 4 and int(img.shape[0]) == F and int(img.shape[3]) == 3,
+                     f"frames/images has shape {tuple(img.shape)}, expected ({F}, h, w, 3)"):
+                iv = _values(idx)
+                check(bool(iv.size == 0 or ((np.diff(iv) > 0).all() and iv[0] >= 0 and iv[-1] < N)),
+                      "frames/index must be strictly increasing transition indices in [0, transitions)")
 
 
 def _compare_rows(name: str, stored: Any, fresh: Any, dtype: str) -> bool:
