@@ -96,6 +96,8 @@ class TrainConfig:
         warmup_steps: linear warm-up from 0 to ``align_lr`` after BC (0: no warm-up).
         log_every: steps between metric records (metrics are averaged over the interval).
         checkpoint_every: steps between periodic checkpoints (0: final checkpoint only).
+        label_sources: which labels to train on, by source (``feedbackgen.labels.select_sources``):
+            ``all`` (default), the kinds ``human`` / ``teacher``, or source ids (``human:alice``).
     """
 
     algo: str = "presa"
@@ -131,6 +133,7 @@ class TrainConfig:
     warmup_steps: int = 10_000
     log_every: int = 100
     checkpoint_every: int = 10_000
+    label_sources: tuple[str, ...] = ("all",)
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -139,6 +142,7 @@ class TrainConfig:
         """Plain, YAML-able values (tuples become lists)."""
         out = dataclasses.asdict(self)
         out["hidden"] = list(self.hidden)
+        out["label_sources"] = list(self.label_sources)
         return out
 
     @classmethod
@@ -190,6 +194,12 @@ def _coerce(name: str, value: Any) -> Any:
             return None
         tp = next(a for a in args if a is not type(None))
     try:
+        if typing.get_origin(tp) is tuple and typing.get_args(tp)[0] is str:
+            if isinstance(value, str):
+                value = yaml.safe_load(value) if value.strip().startswith("[") else value.split(",")
+            if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+                raise ValueError(value)
+            return tuple(v.strip() for v in value)
         if typing.get_origin(tp) is tuple:
             if isinstance(value, str):
                 value = yaml.safe_load(value) if value.strip().startswith("[") else value.split(",")
@@ -235,7 +245,7 @@ def _to_int(v: Any) -> int:
 
 def _type_name(tp: Any) -> str:
     if typing.get_origin(tp) is tuple:
-        return "a list of integers"
+        return "a list of strings" if typing.get_args(tp)[0] is str else "a list of integers"
     if isinstance(tp, types.UnionType):
         return " or ".join(_type_name(a) for a in typing.get_args(tp))
     return {int: "an integer", float: "a number", str: "a string", bool: "true/false"}.get(tp, str(tp))
@@ -308,6 +318,9 @@ def _validate(c: TrainConfig) -> None:
         bad("warmup_steps and checkpoint_every must be ≥ 0")
     if not c.hidden or any((not isinstance(h, int)) or h < 1 for h in c.hidden):
         bad(f"hidden must be a non-empty list of positive integers, got {list(c.hidden)!r}")
+    if not c.label_sources or any(not isinstance(s, str) or not s.strip() for s in c.label_sources):
+        bad(f"label_sources must be a non-empty list of source ids or kinds (all, human, teacher), "
+            f"got {list(c.label_sources)!r}")
     if not isinstance(c.algo, str) or not c.algo:
         bad("algo must be a non-empty name")
     if c.threshold is not None:

@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,18 +105,25 @@ class TrainingData:
 
     @classmethod
     def from_store(cls, path: str | Path, *, threshold: float, gamma: float,
-                   device: str | torch.device = "cpu") -> TrainingData:
+                   device: str | torch.device = "cpu",
+                   label_sources: Sequence[str] = ("all",)) -> TrainingData:
         """Open a store with ``feedbackgen.store.open_store`` and build the training tensors.
 
+        ``label_sources`` keeps only the preference and safety rows of those sources (``all``,
+        ``human``, ``teacher`` or source ids; see ``feedbackgen.labels.select_sources``).
+
         Raises:
-            FeedbackgenError: unreadable store, threshold not in the store, or inconsistent tables.
+            FeedbackgenError: unreadable store, threshold not in the store, inconsistent tables, or
+                label sources that select nothing.
         """
         store = open_store(path)
-        return cls.from_feedback(store, threshold=threshold, gamma=gamma, device=device, path=Path(path))
+        return cls.from_feedback(store, threshold=threshold, gamma=gamma, device=device, path=Path(path),
+                                 label_sources=label_sources)
 
     @classmethod
     def from_feedback(cls, store: FeedbackData, *, threshold: float, gamma: float,
-                      device: str | torch.device = "cpu", path: Path | None = None) -> TrainingData:
+                      device: str | torch.device = "cpu", path: Path | None = None,
+                      label_sources: Sequence[str] = ("all",)) -> TrainingData:
         """Build the training tensors from an opened store (see :meth:`from_store`)."""
         dev = torch.device(device)
         k = store.threshold_index(threshold)
@@ -144,6 +152,9 @@ class TrainingData:
         saf_seg = np.asarray(store.safety_segment, dtype=np.int64)
         saf_lab = np.asarray(store.safety_label)[:, k].astype(np.float32) if saf_seg.size else \
             np.zeros(0, np.float32)
+        if list(label_sources) != ["all"]:
+            pref_a, pref_b, label, saf_seg, saf_lab = _by_source(store, label_sources, pref_a, pref_b, label,
+                                                                 saf_seg, saf_lab)
         for name, ids in (("preferences", np.concatenate([pref_a, pref_b])), ("safety", saf_seg)):
             if ids.size and (ids.min() < 0 or ids.max() >= n_seg):
                 raise FeedbackgenError(f"store {path}: the {name} table names segments outside the "
@@ -174,6 +185,20 @@ class TrainingData:
         rows = self.seg_index[segments]
         mask = self.seg_weight[segments] > 0
         return torch.unique(rows[mask])
+
+
+def _by_source(store: FeedbackData, label_sources: Sequence[str], *arrays: np.ndarray) -> tuple:
+    """Keep the preference rows (a, b, label) and safety rows (segment, label) of ``label_sources``."""
+    from feedbackgen.labels import select_sources
+
+    pref_mask, safety_mask = select_sources(store, list(label_sources))
+    if not pref_mask.any() or not safety_mask.any():
+        empty = "preference" if not pref_mask.any() else "safety"
+        raise FeedbackgenError(f"label_sources {list(label_sources)} select no {empty} labels in the store "
+                               f"({int(pref_mask.sum())} pairs, {int(safety_mask.sum())} safety rows); "
+                               "add sources, e.g. --set label_sources=all (`feedbackgen info` lists them)")
+    a, b, y, seg, lab = arrays
+    return a[pref_mask], b[pref_mask], y[pref_mask], seg[safety_mask], lab[safety_mask]
 
 
 def observation_normaliser(store: FeedbackData) -> tuple[np.ndarray, np.ndarray]:

@@ -168,7 +168,8 @@ def _git_commit() -> tuple[str | None, bool | None]:
 
 
 def _load_data(cfg: TrainConfig, store: str | Path, device: torch.device) -> TrainingData:
-    return TrainingData.from_store(store, threshold=float(cfg.threshold), gamma=cfg.gamma, device=device)
+    return TrainingData.from_store(store, threshold=float(cfg.threshold), gamma=cfg.gamma, device=device,
+                                   label_sources=cfg.label_sources)
 
 
 def seed_global_rngs(seed: int) -> None:
