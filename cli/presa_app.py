@@ -18,6 +18,7 @@ from __future__ import annotations
 import typer
 from presa_cli.presa_eval_cmd import eval_command
 from presa_cli.presa_report_cmd import report_command
+from presa_cli.presa_sweep_cmd import sweep_command
 from presa_cli.presa_train_cmd import train_command
 
 app = typer.Typer(
@@ -31,6 +32,7 @@ app = typer.Typer(
 app.command("train")(train_command)
 app.command("eval")(eval_command)
 app.command("report")(report_command)
+app.command("sweep")(sweep_command)
 
 
 def main() -> None:

@@ -39,7 +39,8 @@ def _one_thread():
 
 
 def _cfg(algo: str, threshold: float = 10.0, **kw):
-    values = {**SMALL, "algo": algo, "threshold": threshold, "seed": 0, "total_steps": 40, "bc_steps": 15, **kw}
+    values = {**SMALL, "algo": algo, "threshold": threshold, "seed": 0, "total_steps": 40, "bc_steps": 15,
+              **kw}
     return resolve_config(suite="bullet", preset="quick", overrides=values)
 
 
@@ -93,7 +94,7 @@ def test_merged_binary_labels_follow_the_documented_rule():
     a = torch.tensor([0, 2, 4, 6, 8])
     b = torch.tensor([1, 3, 5, 7, 9])
     y = torch.tensor([1.0, 0.0, 0.5, 1.0, 0.8])
-    # safety: 1 safe, 2 safe, 3 safe, 4 unsafe, 5 safe, 0 unsafe, 9 labelled safe then unsafe, 10 safe (no pair)
+    # safety: 1, 2, 3, 5 safe; 0, 4 unsafe; 9 labelled safe then unsafe; 10 safe (in no pair)
     seg = torch.tensor([1, 2, 3, 4, 5, 0, 9, 9, 10])
     lab = torch.tensor([1.0, 1.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0])
     segments, labels = bl.merged_binary_labels(11, a, b, y, seg, lab)
@@ -118,7 +119,8 @@ def test_merged_labels_count_wins_and_losses_over_several_pairs():
     y = torch.tensor([0.0, 0.0, 1.0])          # 0 beats 1, 0 beats 2, 2 beats 1
     seg, lab = torch.tensor([0, 1, 2]), torch.ones(3)
     segments, labels = bl.merged_binary_labels(3, a, b, y, seg, lab)
-    assert dict(zip(segments.tolist(), labels.tolist(), strict=True)) == {0: 1.0, 1: 0.0}  # 2: one win, one loss
+    # 2 has one win and one loss: no label
+    assert dict(zip(segments.tolist(), labels.tolist(), strict=True)) == {0: 1.0, 1: 0.0}
 
 
 def test_binary_labels_on_the_store_match_winner_and_safety(tiny_store: Path):
@@ -126,8 +128,8 @@ def test_binary_labels_on_the_store_match_winner_and_safety(tiny_store: Path):
     segments, labels = binary_labels(data)
     store = open_store(tiny_store)
     k = store.threshold_index(10.0)
-    safety = dict(zip(np.asarray(store.safety_segment).tolist(), np.asarray(store.safety_label)[:, k].tolist(),
-                      strict=True))
+    safety = dict(zip(np.asarray(store.safety_segment).tolist(),
+                      np.asarray(store.safety_label)[:, k].tolist(), strict=True))
     for s, lab in zip(segments.tolist(), labels.tolist(), strict=True):
         in_a = np.flatnonzero(np.asarray(store.pref_a) == s)
         in_b = np.flatnonzero(np.asarray(store.pref_b) == s)
@@ -178,7 +180,8 @@ def test_discounted_budget_and_dual_and_actor_loss():
     nu = torch.tensor(1.0)
     assert float(bl.lagrangian_dual_update(nu, torch.tensor([budget + 2.0]), budget, 0.1, 100.0)) == \
         pytest.approx(1.2)
-    assert float(bl.lagrangian_dual_update(nu, torch.tensor([0.0]), budget, 1.0, 100.0)) == 0.0  # clipped at 0
+    clipped = bl.lagrangian_dual_update(nu, torch.tensor([0.0]), budget, 1.0, 100.0)
+    assert float(clipped) == 0.0
     assert bl.td_target(torch.tensor([1.0, 1.0]), torch.tensor([0.0, 1.0]), torch.tensor([10.0, 10.0]),
                         0.9).tolist() == pytest.approx([10.0, 1.0])
     q_r, q_c = torch.tensor([2.0, 4.0], requires_grad=True), torch.tensor([1.0, 1.0])
@@ -235,7 +238,8 @@ def test_cost_model_separates_safe_from_unsafe_on_a_toy():
     assert 0.2 < safe.mean() < 0.8
     mask = torch.ones(n, h)
     model = StepModel(3, 2, (32,), torch.Generator().manual_seed(0), positive=True)
-    _fit(model, lambda: bl.cost_model_loss(model(obs, act), mask, safe, kappa_seg, COST_MARGIN, COST_TEMPERATURE))
+    _fit(model, lambda: bl.cost_model_loss(model(obs, act), mask, safe, kappa_seg, COST_MARGIN,
+                                           COST_TEMPERATURE))
     t_obs, t_act = _toy_segments(np.random.default_rng(1), 300, h)
     t_cost = (t_obs[..., 1] > 0.5).float().sum(-1)
     with torch.no_grad():
@@ -314,7 +318,7 @@ def test_short_training_run_through_the_trainer(tiny_store: Path, tmp_path: Path
 
 def _final_state(run_dir: Path) -> dict:
     ckpt = load_checkpoint(run_dir / "checkpoints" / "final.pt")
-    return {"policy": ckpt["policy"], "algo_state": ckpt["algo_state"], "nu": ckpt["nu"], "zref": ckpt["zref"]}
+    return {k: ckpt[k] for k in ("policy", "algo_state", "nu", "zref")}
 
 
 def _assert_equal_state(a, b, path="") -> None:
