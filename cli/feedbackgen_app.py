@@ -23,6 +23,7 @@ from typing import Annotated, Any
 
 import typer
 from presa_cli.feedbackgen_collect_cmd import collect_command
+from presa_cli.feedbackgen_labels_cmd import annotate_command, import_labels_command
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -144,6 +145,7 @@ def make(
 
 
 def _info_record(path: Path) -> dict[str, Any]:
+    from feedbackgen.labels import source_statistics
     from feedbackgen.store import open_store
 
     data = open_store(path, lazy=True)
@@ -156,6 +158,7 @@ def _info_record(path: Path) -> dict[str, Any]:
                    "act_dim": data.act_dim},
         "thresholds": [float(t) for t in data.thresholds[...]],
         "quality": data.quality,
+        "label_sources": source_statistics(data),
         "metadata": data.metadata,
     }
 
@@ -226,6 +229,26 @@ def info(
         th.add_row(f"{kappa:g}", _fmt(at("safe_fraction")), _fmt(at("oracle_safe_fraction")),
                    _fmt(at("safety_agreement_per_threshold")))
     con.print(th)
+    _print_sources(con, rec["label_sources"])
+
+
+def _print_sources(con: Console, stats: dict[str, Any]) -> None:
+    """Per-source counts and agreement with the oracle; agreement between sources that overlap."""
+    st = Table(title="label sources (agreement with the oracle)")
+    for col in ("source", "kind", "pairs", "safety rows", "pref. agreement", "safety agreement"):
+        st.add_column(col, justify="left" if col in ("source", "kind") else "right", overflow="fold")
+    for s in stats["sources"]:
+        st.add_row(Text(s["id"]), s["kind"], str(s["preferences"]), str(s["safety"]),
+                   _fmt(s["preference_agreement"]), _fmt(s["safety_agreement"]))
+    con.print(st)
+    if stats["pairs"]:
+        pt = Table(title="agreement between sources where they overlap (Cohen's kappa, scikit-learn)")
+        for col in ("source", "source", "channel", "n", "agreement", "kappa"):
+            pt.add_column(col, justify="left" if col in ("source", "channel") else "right", overflow="fold")
+        for p in stats["pairs"]:
+            pt.add_row(Text(p["a"]), Text(p["b"]), p["channel"], str(p["n"]), _fmt(p["agreement"]),
+                       _fmt(p["kappa"]))
+        con.print(pt)
 
 
 @app.command()
@@ -350,6 +373,9 @@ def plot(
 
 # `feedbackgen collect` lives in its own module (it imports simulators lazily).
 app.command("collect")(collect_command)
+# human labels: import a label file, annotate in a local web page
+app.command("import-labels")(import_labels_command)
+app.command("annotate")(annotate_command)
 
 
 def main() -> None:
