@@ -70,8 +70,14 @@ def report_command(
     console.print("[bold]bold[/bold] = safe (norm. cost ≤ 1), [dim]dim[/dim] = unsafe, "
                   "[bold green]★[/bold green] = best safe method of the task"
                   + (", † = published (TraC, AAAI 2025)" if rep.reference_methods else ""), highlight=False)
-    console.print(f"{len(rep.runs)} runs, {len(rep.methods)} methods, {len(rep.tasks())} tasks"
-                  + (f"; {len(rep.skipped)} evaluation files not used (see runs.csv for those used)"
-                     if rep.skipped else ""), highlight=False)
+    counts = f"{_n(len(rep.runs), 'run')}, {_n(len(rep.methods), 'method')}, {_n(len(rep.tasks()), 'task')}"
+    if rep.skipped:
+        counts += (f"; {_n(len(rep.skipped), 'other evaluation file')} not used "
+                   "(one evaluation per run: see runs.csv)")
+    console.print(counts, highlight=False)
     for path in written.values():
         console.print(f"wrote {path}", highlight=False)
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"

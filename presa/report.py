@@ -535,21 +535,23 @@ def read_metrics(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return rows
 
 
+CURVE_PRIORITY = ("eval/normalized_reward", "eval/normalized_cost", "train/bc_loss", "train/pref_loss",
+                  "train/loss", "train/g", "train/nu", "train/zref")
+"""The training-curve panels, in order, when the runs logged them."""
+
+
 def _curve_keys(all_rows: list[list[dict]], limit: int = 6) -> list[str]:
-    keys: dict[str, int] = defaultdict(int)
-    for rows in all_rows:
-        seen = {k for row in rows for k, v in row.items() if k != "step" and isinstance(v, (int, float))}
-        for k in seen:
-            keys[k] += 1
-    evals = sorted(k for k in keys if k.startswith("eval/"))
-    preferred = [k for k in ("train/loss", "train/pref_loss", "train/loss_pref", "train/g", "train/nu",
-                             "train/zref", "train/bc_loss") if k in keys]
-    rest = sorted(k for k in keys if k.startswith("train/") and k not in preferred)
-    return list(dict.fromkeys([*evals, *preferred, *rest]))[:limit]
+    """The panels: :data:`CURVE_PRIORITY` first, then other ``train/`` metrics (not lr or speed)."""
+    keys = {k for rows in all_rows for row in rows for k, v in row.items()
+            if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)}
+    chosen = [k for k in CURVE_PRIORITY if k in keys]
+    rest = sorted(k for k in keys if k.startswith("train/") and k not in chosen
+                  and k not in ("train/lr", "train/steps_per_s"))
+    return [*chosen, *rest][:limit]
 
 
 def plot_training_curves(rep: Report, path: Path) -> Path | None:
-    """Training curves from the runs' ``metrics.jsonl``: up to six metrics (``eval/…`` first),
+    """Training curves from the runs' ``metrics.jsonl``: up to six metrics (see :func:`_curve_keys`),
     one line per run, coloured by method. Returns None when no run has metrics."""
     import matplotlib
 
