@@ -34,6 +34,12 @@ def collect_command(
     name: Annotated[str | None, typer.Option(
         help="Task name recorded in a dataset folder's dataset.json (default: the folder name).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
+    record_frames: Annotated[int, typer.Option(
+        min=0, help="Render every K-th step (bullet tasks; CPU renderer) into <data>.frames.hdf5 for "
+                    "`feedbackgen annotate` (0: no frames).")] = 0,
+    frame_size: Annotated[int, typer.Option(help="Frame width and height in pixels.")] = 64,
+    frame_episodes: Annotated[int | None, typer.Option(
+        help="With --record-frames: record frames in the first N episodes only.")] = None,
 ) -> None:
     """Collect an offline safe-RL dataset (DSRL HDF5 layout) from behaviour policies in a simulator."""
     err = Console(stderr=True)
@@ -43,7 +49,8 @@ def collect_command(
 
         cfg = CollectConfig(task=task, out=out, episodes=episodes, policies=tuple(policy or ("random",)),
                             noise=noise, seed=seed, workers=workers, max_episode_steps=max_episode_steps,
-                            name=name, overwrite=overwrite)
+                            name=name, overwrite=overwrite, record_frames=record_frames,
+                            frame_size=frame_size, frame_episodes=frame_episodes)
         with Progress(TextColumn("collecting"), BarColumn(), MofNCompleteColumn(), TextColumn("episodes"),
                       TimeElapsedColumn(), console=err, transient=True) as bar:
             tid = bar.add_task("collect", total=cfg.episodes)

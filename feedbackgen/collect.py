@@ -139,6 +139,11 @@ class CollectConfig:
         max_episode_steps: cap on episode length; ``None`` uses the environment's.
         name: task name recorded for a dataset folder (default: the folder's name).
         overwrite: replace an existing output.
+        record_frames: render every K-th step of every episode (0: no frames; bullet tasks only)
+            into a sidecar ``<stem>.frames.hdf5`` next to the data (see :mod:`feedbackgen.frames`).
+        frame_size: frame width and height in pixels.
+        frame_episodes: record frames in the first N episodes only (None: every episode), to keep a
+            shipped dataset small.
     """
 
     task: str
@@ -151,6 +156,9 @@ class CollectConfig:
     max_episode_steps: int | None = None
     name: str | None = None
     overwrite: bool = False
+    record_frames: int = 0
+    frame_size: int = 64
+    frame_episodes: int | None = None
     _extra: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -184,6 +192,13 @@ class CollectConfig:
             raise FeedbackgenError(f"workers must be at least 1 (got {self.workers})")
         if self.max_episode_steps is not None and int(self.max_episode_steps) < 1:
             raise FeedbackgenError(f"max_episode_steps must be at least 1 (got {self.max_episode_steps})")
+        if int(self.record_frames) < 0 or not 8 <= int(self.frame_size) <= 512:
+            raise FeedbackgenError("--record-frames must be >= 0 (every K-th step; 0: none) and --frame-size "
+                                   f"in [8, 512], got {self.record_frames} and {self.frame_size}")
+        set_(self, "record_frames", int(self.record_frames))
+        set_(self, "frame_size", int(self.frame_size))
+        if self.frame_episodes is not None and int(self.frame_episodes) < 1:
+            raise FeedbackgenError(f"--frame-episodes must be at least 1, got {self.frame_episodes}")
 
     @property
     def is_folder(self) -> bool:
@@ -382,9 +397,9 @@ def _probe(setup: SetupArgs) -> dict:
             "env_id": env.env_id, "family": env.family, "task": env.task}
 
 
-def _run_episodes(setup: SetupArgs, plans: list[EpisodePlan]) -> list[dict]:
+def _run_episodes(setup: SetupArgs, plans: list[EpisodePlan], frames: tuple = (0, 0, None)) -> list[dict]:
     _ensure_worker(setup)
-    return [_run_episode(p) for p in plans]
+    return [_run_episode(p, frames) for p in plans]
 
 
 def _fresh_env() -> Any:
@@ -406,8 +421,12 @@ def _fresh_env() -> Any:
     return env
 
 
-def _run_episode(plan: EpisodePlan) -> dict:
+def _run_episode(plan: EpisodePlan, frames: tuple = (0, 0, None)) -> dict:
     env, max_steps = _fresh_env(), _WORKER["max_steps"]
+    every, size, frame_episodes = frames
+    if frame_episodes is not None and plan.index >= frame_episodes:
+        every = 0
+    frame_steps, frame_images = [], []
     policy = _WORKER["policies"][plan.policy]
     low = np.asarray(env.action_space.low, dtype=np.float64)
     high = np.asarray(env.action_space.high, dtype=np.float64)
@@ -421,6 +440,11 @@ def _run_episode(plan: EpisodePlan) -> dict:
     obs_l, next_l, act_l, rew_l, cost_l, term_l, trunc_l = [], [], [], [], [], [], []
     for t in range(max_steps):
         obs = np.asarray(obs, dtype=np.float32).reshape(-1)
+        if every and t % every == 0:
+            from feedbackgen.frames import render_frame
+
+            frame_steps.append(t)
+            frame_images.append(render_frame(env, size))
         action = policy(obs, rng)
         if plan.noise_std > 0:
             action = action + rng.normal(0.0, plan.noise_std, size=action.shape) * half_range
@@ -441,7 +465,8 @@ def _run_episode(plan: EpisodePlan) -> dict:
         "index": plan.index, "observations": np.stack(obs_l), "next_observations": np.stack(next_l),
         "actions": np.stack(act_l), "rewards": np.asarray(rew_l, np.float32),
         "costs": np.asarray(cost_l, np.float32), "terminations": np.asarray(term_l, bool),
-        "truncations": np.asarray(trunc_l, bool),
+        "truncations": np.asarray(trunc_l, bool), "frame_steps": np.asarray(frame_steps, np.int64),
+        "frames": np.asarray(frame_images, np.uint8).reshape(-1, size, size, 3),
     }
 
 
@@ -467,7 +492,8 @@ def _rollout(cfg: CollectConfig, plans: list[EpisodePlan], workers: int,
     results: list[dict] = []
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
         probe = pool.submit(_probe, setup).result()  # a bad task or policy fails here, once
-        futures = [pool.submit(_run_episodes, setup, b) for b in batches]
+        frames = (cfg.record_frames, cfg.frame_size, cfg.frame_episodes)
+        futures = [pool.submit(_run_episodes, setup, b, frames) for b in batches]
         try:
             for fut in futures:
                 results.extend(fut.result())
@@ -603,8 +629,16 @@ def collect(cfg: CollectConfig, progress: ProgressFn | None = None) -> Path:
     attrs = {"feedbackgen_collection": json.dumps(record), **references,
              "task": record["task"], "env_id": str(env_id), "seed": cfg.seed}
 
+    if cfg.record_frames:
+        record["frames"] = {"every": cfg.record_frames, "size": [cfg.frame_size, cfg.frame_size],
+                            "episodes": cfg.frame_episodes or len(results),
+                            "count": int(sum(len(r["frame_steps"]) for r in results)),
+                            "renderer": "pybullet getCameraImage ER_TINY_RENDERER (CPU, DIRECT), task "
+                                        "camera, 2x supersampled", "file": "<data stem>.frames.hdf5"}
     if not cfg.is_folder:
         write_dsrl(out, traj, attrs)
+        if cfg.record_frames:
+            _write_frames(out, results, starts, cfg)
         _write_json_atomic(out.with_suffix(".json"), record)
         return out
 
@@ -618,6 +652,8 @@ def collect(cfg: CollectConfig, progress: ProgressFn | None = None) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         write_dsrl(tmp / "data.hdf5", traj, attrs)
+        if cfg.record_frames:
+            _write_frames(tmp / "data.hdf5", results, starts, cfg)
         (tmp / "dataset.json").write_text(_dumps({"task": task_rec, "file": "data.hdf5",
                                                   "collection": record}))
         if out.exists():
@@ -632,6 +668,19 @@ def collect(cfg: CollectConfig, progress: ProgressFn | None = None) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _write_frames(data_file: Path, results: list[dict], starts: np.ndarray, cfg: CollectConfig) -> Path:
+    """The frames sidecar of ``data_file`` (see :mod:`feedbackgen.frames`), keyed by transition index."""
+    from feedbackgen.frames import frames_path_for, write_frames
+    from feedbackgen.sources import sha256_file
+
+    index = np.concatenate([starts[i] + r["frame_steps"] for i, r in enumerate(results)])
+    images = np.concatenate([r["frames"] for r in results])
+    attrs = {"every": cfg.record_frames, "size": cfg.frame_size, "data_sha256": sha256_file(data_file),
+             "renderer": "pybullet ER_TINY_RENDERER",
+             "camera": "task camera (bullet-safety-gym world.camera)"}
+    return write_frames(frames_path_for(data_file), index, images, attrs)
 
 
 def _dumps(obj: dict) -> str:
