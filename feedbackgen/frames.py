@@ -142,3 +142,15 @@ def frames_for_store(source: str | Path, source_sha256: str, segment_start: np.n
                 "count": int(keep.size), "renderer": str(f.attrs.get("renderer", "")),
                 "camera": str(f.attrs.get("camera", ""))}
     return index[keep], images, info
+
+
+def attach_frames(data: Any, source: str | Path, source_sha256: str) -> bool:
+    """Put the source sidecar's frames of ``data``'s segments into ``data`` (``frame_index``,
+    ``frame_images``, ``metadata['frames']``). Returns whether there were any."""
+    found = frames_for_store(source, source_sha256, np.asarray(data.segment_start),
+                             np.asarray(data.segment_length))
+    if found is None or found[0].size == 0:
+        return False
+    data.frame_index, data.frame_images, info = found
+    data.metadata = {**data.metadata, "frames": info}
+    return True

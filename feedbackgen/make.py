@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from feedbackgen.errors import FeedbackgenError
+from feedbackgen.frames import attach_frames
 from feedbackgen.quality import compute_quality
 from feedbackgen.safety import SafetySpec, label_safety
 from feedbackgen.segments import SegmentSpec, gather_windows, sample_segments
@@ -462,6 +463,7 @@ def make_store(cfg: MakeConfig, progress: ProgressFn | None = None) -> Path:
     path, digest, traj = open_source(cfg, task, progress=progress)
     with traj:
         data = build_feedback(cfg, task, traj, source_record(path, digest, traj), progress=progress)
+        attach_frames(data, path, digest)  # recorded frames (collect --record-frames), if the source has them
         try:
             return write_store(out, data, overwrite=cfg.overwrite)
         except OSError as exc:
