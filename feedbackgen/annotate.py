@@ -178,20 +178,26 @@ class Annotation:
         if teacher_rows.size == 0:
             raise FeedbackgenError(f"{store} has no teacher preference pairs to ask about; make a store with "
                                    "`feedbackgen make` first")
-        rows = teacher_rows[: int(pairs)]
-        self.pairs = [(int(a[r]), int(b[r])) for r in rows]
         self.all_a, self.all_b = a, b
         self.safety_segment = np.asarray(data.safety_segment[...], np.int64)
         self.ep_start = np.asarray(data.episode_start[...], np.int64)
         self.seg_episode = np.asarray(data.segment_episode[...], np.int64)
         self.seg_start = np.asarray(data.segment_start[...], np.int64)
         self.seg_length = np.asarray(data.segment_length[...], np.int64)
+        self.frame_index = None if data.frame_index is None else np.asarray(data.frame_index[...], np.int64)
+        self.seg_frames = np.zeros(self.seg_start.size, np.int64)
+        if self.frame_index is not None:  # pairs that can be animated first (frames may cover a few episodes)
+            self.seg_frames = (np.searchsorted(self.frame_index, self.seg_start + self.seg_length)
+                               - np.searchsorted(self.frame_index, self.seg_start))
+            animated = (self.seg_frames[a[teacher_rows]] > 0) & (self.seg_frames[b[teacher_rows]] > 0)
+            teacher_rows = teacher_rows[np.argsort(~animated, kind="stable")]
+        rows = teacher_rows[: int(pairs)]
+        self.pairs = [(int(a[r]), int(b[r])) for r in rows]
         meta = data.metadata if isinstance(data.metadata, dict) else {}
         dim = data.obs_dim
         self.obs_mean = np.asarray(meta.get("obs_mean") or np.zeros(dim), np.float64)
         self.obs_std = np.asarray(meta.get("obs_std") or np.ones(dim), np.float64)
         self.obs_std = np.where(self.obs_std < 1e-6, 1.0, self.obs_std)
-        self.frame_index = None if data.frame_index is None else np.asarray(data.frame_index[...], np.int64)
         self.frame_every = (meta.get("frames") or {}).get("every")
         self.lock = threading.Lock()
         self.journal = _Journal(Path(journal) if journal is not None else journal_path(self.store_path),
@@ -243,16 +249,15 @@ class Annotation:
                 if i not in done and (min(x, y), max(x, y)) not in stored_pairs]
         return todo, active
 
+    def _n_frames(self, seg: int) -> int:
+        return int(self.seg_frames[seg])
+
     def segment_info(self, seg: int) -> dict[str, Any]:
         """What the page may know of a segment: position and how to show it (no ground truth)."""
         ep = int(self.seg_episode[seg])
         start, length = int(self.seg_start[seg]), int(self.seg_length[seg])
-        n_frames = 0
-        if self.frame_index is not None:
-            lo, hi = np.searchsorted(self.frame_index, [start, start + length])
-            n_frames = int(hi - lo)
         return {"segment": int(seg), "episode": ep, "step": start - int(self.ep_start[ep]), "length": length,
-                "frames": n_frames}
+                "frames": self._n_frames(seg)}
 
     def state(self, annotator: str) -> dict[str, Any]:
         """Progress of ``annotator`` and the next pair to show (None when every pair is answered)."""
