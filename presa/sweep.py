@@ -43,7 +43,9 @@ the store name when one task has several stores at the same noise level.
 
 **Resuming** (a sweep can be stopped at any time and started again with the same grid):
 
-- a cell whose evaluation JSON (``RUN_DIR/eval/eval-seed<S>-n<N>.json``) exists is skipped;
+- a cell whose evaluation JSON (``RUN_DIR/eval/eval-seed<S>-n<N>.json``) exists is skipped (after
+  checking that its run was trained with the cell's configuration: a grid whose ``set`` changed
+  fails those cells rather than mixing old results in);
 - a cell whose run directory holds a checkpoint is continued with the trainer's exact resume from
   its latest checkpoint (bit-identical to an uninterrupted run; a finished run is not retrained,
   only evaluated), after checking that its configuration is the cell's (only ``total_steps``,
@@ -90,11 +92,13 @@ from feedbackgen.errors import FeedbackgenError
 
 SWEEP_SCHEMA = "presa-sweep/1"
 BACKENDS = ("local", "ray")
-GRID_KEYS = ("name", "out", "stores", "tasks", "noise", "make", "stores_dir", "thresholds", "seeds", "methods",
-             "preset", "set", "grid", "episodes", "eval_seed", "eval_workers", "threads", "device", "workers",
-             "backend")
+GRID_KEYS = ("name", "out", "stores", "tasks", "noise", "make", "stores_dir", "thresholds", "seeds",
+             "methods", "preset", "set", "grid", "episodes", "eval_seed", "eval_workers", "threads", "device",
+             "workers", "backend")
 METHOD_KEYS = ("algo", "label", "set", "grid")
 DEFAULT_NOISE = 0.1
+RAY_MISSING = ("the ray backend needs Ray, which is not installed; install the 'ray' extra: "
+               "pip install 'presa-toolkit[ray]' (or use backend local)")
 _SLUG = re.compile(r"[^A-Za-z0-9._=+-]+")
 
 
@@ -215,8 +219,8 @@ def _num_list(value: Any, name: str, kind: type) -> list[Any]:
             if kind is int and float(v) != x:
                 raise ValueError(v)
         except (TypeError, ValueError):
-            raise FeedbackgenError(f"grid key '{name}' expects a list of {'integers' if kind is int else 'numbers'}, "
-                                   f"got {v!r}") from None
+            what = "integers" if kind is int else "numbers"
+            raise FeedbackgenError(f"grid key '{name}' expects a list of {what}, got {v!r}") from None
         if kind is float and not math.isfinite(x):
             raise FeedbackgenError(f"grid key '{name}' expects finite numbers, got {v!r}")
         out.append(x)
@@ -298,7 +302,8 @@ def build_spec(values: dict[str, Any]) -> SweepSpec:
         raise FeedbackgenError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     for key in ("algo", "threshold", "seed", "device"):
         if key in (values.get("set") or {}) or key in (values.get("grid") or {}):
-            raise FeedbackgenError(f"'{key}' is a grid dimension of its own; do not put it in 'set' or 'grid'")
+            raise FeedbackgenError(f"'{key}' is a grid dimension of its own; do not put it in 'set' or "
+                                   "'grid'")
     backend = str(values.get("backend") or "local")
     if backend not in BACKENDS:
         raise FeedbackgenError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -316,7 +321,8 @@ def build_spec(values: dict[str, Any]) -> SweepSpec:
         raise FeedbackgenError(f"grid key 'eval_seed' must be a whole number ≥ 0, got {eval_seed!r}")
     return SweepSpec(
         out=Path(values["out"]).resolve(), methods=tuple(methods), stores=stores, tasks=tasks, noise=noise,
-        make=dict(make), stores_dir=Path(values["stores_dir"]).resolve() if values.get("stores_dir") else None,
+        make=dict(make),
+        stores_dir=Path(values["stores_dir"]).resolve() if values.get("stores_dir") else None,
         thresholds=thresholds, seeds=seeds, preset=preset, set=_options(values.get("set"), "set"),
         grid=_grid_options(values.get("grid"), "grid"), episodes=positive("episodes", 20) or 20,
         eval_seed=int(eval_seed), eval_workers=positive("eval_workers", 1) or 1,
@@ -371,7 +377,8 @@ def prepare_stores(spec: SweepSpec, progress: Callable[[str], None] | None = Non
     entries = []
     for p in spec.stores:
         if not p.exists():
-            raise FeedbackgenError(f"store {p} does not exist; make it with `feedbackgen make` or fix 'stores'")
+            raise FeedbackgenError(f"store {p} does not exist; make it with `feedbackgen make` or fix "
+                                   "'stores'")
         entries.append(_store_entry(p))
     for task in spec.tasks:
         for noise in spec.noise:
@@ -379,12 +386,14 @@ def prepare_stores(spec: SweepSpec, progress: Callable[[str], None] | None = Non
             try:
                 cfg = MakeConfig(task=task, noise=noise, out=out, **spec.make)
             except TypeError as exc:
-                raise FeedbackgenError(f"grid key 'make': {exc}; use `feedbackgen make` option names") from None
+                raise FeedbackgenError(f"grid key 'make': {exc}; use `feedbackgen make` option "
+                                       "names") from None
             if out.exists():
                 have = (open_store(out, lazy=True).metadata or {}).get("params")
                 want = json.loads(json.dumps(cfg.content_params()))
                 if have != want:
-                    raise FeedbackgenError(f"{out} exists but was made with other parameters than the grid's; "
+                    raise FeedbackgenError(f"{out} exists but was made with other parameters than the "
+                                           "grid's; "
                                            "delete it, or set 'stores_dir' to another folder")
                 entries.append(_store_entry(out, made=False))
                 continue
@@ -494,19 +503,22 @@ def expand_cells(spec: SweepSpec, stores: list[StoreEntry]) -> list[Cell]:
                     for seed in spec.seeds:
                         overrides = {**spec.set, **method.set, **options, "algo": method.algo,
                                      "threshold": float(k), "seed": int(seed), "device": spec.device}
-                        resolve_config(suite=entry.suite, preset=spec.preset, overrides=overrides)  # validates
-                        name = "-".join([_store_name(entry.path), method.label, *opt_tags, f"k{k:g}", f"s{seed}"])
+                        # validates the options now rather than in a worker
+                        resolve_config(suite=entry.suite, preset=spec.preset, overrides=overrides)
+                        name = "-".join([_store_name(entry.path), method.label, *opt_tags, f"k{k:g}",
+                                         f"s{seed}"])
                         run_dir = spec.out / "runs" / _slug(name)
                         cells.append(Cell(
                             id=_slug(name), store=str(entry.path), task=entry.task, suite=entry.suite,
-                            noise=entry.noise, method=label, algo=method.algo, threshold=float(k), seed=int(seed),
+                            noise=entry.noise, method=label, algo=method.algo, threshold=float(k),
+                            seed=int(seed),
                             options=options, overrides=overrides, preset=spec.preset, run_dir=str(run_dir),
                             episodes=spec.episodes, eval_seed=spec.eval_seed, eval_workers=spec.eval_workers,
                             threads=spec.threads))
     ids = [c.id for c in cells]
     if len(set(ids)) != len(ids):
-        raise FeedbackgenError("two cells of the grid map to the same run directory (stores with the same name?); "
-                               "give the stores distinct names")
+        raise FeedbackgenError("two cells of the grid map to the same run directory (stores with the same "
+                               "name?); give the stores distinct names")
     return cells
 
 
@@ -515,18 +527,30 @@ def expand_cells(spec: SweepSpec, stores: list[StoreEntry]) -> list[Cell]:
 
 def cell_action(cell: Cell) -> str:
     """What a cell needs: ``skip`` (evaluated), ``resume`` (a checkpoint exists: continue it, or
-    only evaluate a finished run), ``restart`` (a run directory without checkpoint) or ``train``."""
+    only evaluate a finished run; also an evaluated run shorter than the cell's ``total_steps``),
+    ``restart`` (a run directory without checkpoint) or ``train``."""
     from presa.checkpoint import final_checkpoint_path, step_checkpoints
 
     run_dir = Path(cell.run_dir)
     if cell.eval_path.is_file():
-        return "skip"
+        trained = _run_total_steps(run_dir)
+        if trained is None or trained >= _cell_config(cell).total_steps:
+            return "skip"
+        return "resume"  # the grid asks for more steps than this run had: extend it, evaluate again
     if not run_dir.exists():
         return "train"
     has_ckpt = final_checkpoint_path(run_dir).is_file() or bool(step_checkpoints(run_dir))
     if has_ckpt and (run_dir / "config.yaml").is_file() and (run_dir / "run.json").is_file():
         return "resume"
     return "restart"
+
+
+def _run_total_steps(run_dir: Path) -> int | None:
+    try:
+        values = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+        return int(values["total_steps"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
+        return None
 
 
 def _cell_config(cell: Cell):
@@ -570,6 +594,7 @@ def run_cell(cell_dict: dict[str, Any]) -> dict[str, Any]:
         action = cell_action(cell)
         record["action"] = action
         if action == "skip":
+            _check_same_config(cell, _cell_config(cell))
             rec = read_eval_json(cell.eval_path)
         else:
             cfg = _cell_config(cell)
@@ -586,9 +611,11 @@ def run_cell(cell_dict: dict[str, Any]) -> dict[str, Any]:
             result = evaluate(run_dir, episodes=cell.episodes, seed=cell.eval_seed, workers=cell.eval_workers)
             sweep_info = {"cell": cell.id, "algo": cell.algo, "options": cell.options, "noise": cell.noise,
                           "store": cell.store}
-            result = dataclasses.replace(result, method=cell.method, extra={**result.extra, "sweep": sweep_info})
+            result = dataclasses.replace(result, method=cell.method,
+                                         extra={**result.extra, "sweep": sweep_info})
             rec = read_eval_json(write_eval_json(run_dir, result))
-        record.update(status="done", eval_json=str(cell.eval_path), normalized_reward=rec.get("normalized_reward"),
+        record.update(status="done", eval_json=str(cell.eval_path),
+                      normalized_reward=rec.get("normalized_reward"),
                       normalized_cost=rec.get("normalized_cost"), safe=rec.get("safe"))
     except FeedbackgenError as exc:
         record["error"] = str(exc)
@@ -651,7 +678,8 @@ def write_manifest(spec: SweepSpec, cells: list[Cell], records: dict[str, dict[s
                      "normalized_cost": rec.get("normalized_cost"), "safe": rec.get("safe"),
                      "wall_s": rec.get("wall_s")})
     counts = {s: sum(1 for r in rows if r["status"] == s) for s in ("done", "failed", "pending")}
-    manifest = {"schema": SWEEP_SCHEMA, "name": spec.name, "updated": datetime.now(UTC).isoformat(timespec="seconds"),
+    manifest = {"schema": SWEEP_SCHEMA, "name": spec.name,
+                "updated": datetime.now(UTC).isoformat(timespec="seconds"),
                 "counts": {"cells": len(rows), **counts}, "grid": spec.to_dict(), "cells": rows}
     path = spec.out / "manifest.json"
     _atomic_write(path, json.dumps(_json_safe(manifest), indent=2) + "\n")
@@ -681,8 +709,8 @@ def _lock(out: Path) -> Iterator[None]:
             except (OSError, ValueError):
                 pid = 0
             if pid and _alive(pid):
-                raise FeedbackgenError(f"another sweep (process {pid}) is running on {out}; wait for it or stop "
-                                       "it first") from None
+                raise FeedbackgenError(f"another sweep (process {pid}) is running on {out}; wait for it or "
+                                       "stop it first") from None
             path.unlink(missing_ok=True)  # stale lock of a process that is gone
             continue
         with os.fdopen(fd, "w") as f:
@@ -745,8 +773,7 @@ def _run_ray(cells: list[Cell], threads: int, on_done: CellCallback) -> None:
     try:
         import ray
     except ImportError:
-        raise FeedbackgenError("--backend ray needs Ray, which is not installed; install the 'ray' extra: "
-                               "pip install 'presa-toolkit[ray]' (or use --backend local)") from None
+        raise FeedbackgenError(RAY_MISSING) from None
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS"), ignore_reinit_error=True, log_to_driver=False)
     task = ray.remote(num_cpus=threads)(run_cell)
@@ -757,7 +784,8 @@ def _run_ray(cells: list[Cell], threads: int, on_done: CellCallback) -> None:
             on_done(pending.pop(ref), ray.get(ref))
 
 
-def plan(spec: SweepSpec, progress: Callable[[str], None] | None = None) -> tuple[list[StoreEntry], list[Cell]]:
+def plan(spec: SweepSpec, progress: Callable[[str], None] | None = None
+         ) -> tuple[list[StoreEntry], list[Cell]]:
     """Prepare the stores (making missing ones) and expand the cells."""
     stores = prepare_stores(spec, progress)
     return stores, expand_cells(spec, stores)
@@ -779,6 +807,8 @@ def run_sweep(spec: SweepSpec, *, max_cells: int | None = None, report: bool = T
     Raises:
         FeedbackgenError: a bad grid, a missing simulator/extra, or another sweep on ``spec.out``.
     """
+    if spec.backend == "ray" and not ray_available():
+        raise FeedbackgenError(RAY_MISSING)
     with _lock(spec.out):
         stores, cells = plan(spec, progress)
         _atomic_write(spec.out / "grid.yaml", yaml.safe_dump(spec.to_dict(), sort_keys=False))
@@ -788,8 +818,13 @@ def run_sweep(spec: SweepSpec, *, max_cells: int | None = None, report: bool = T
         for c in cells:
             action = cell_action(c)
             if action == "skip":
-                records[c.id] = run_cell(c.to_dict())  # reads the existing evaluation only
-                result.skipped.append(c.id)
+                records[c.id] = run_cell(c.to_dict())  # checks the config, reads the evaluation
+                if records[c.id]["status"] == "done":
+                    result.skipped.append(c.id)
+                else:
+                    result.failed.append(c.id)
+                    if on_cell is not None:
+                        on_cell(c, records[c.id])
             else:
                 todo.append(c)
         if max_cells is not None:
@@ -813,6 +848,7 @@ def run_sweep(spec: SweepSpec, *, max_cells: int | None = None, report: bool = T
         if report and result.done:
             from presa.report import build_report, write_report
 
-            evaluated = [records[c.id]["eval_json"] for c in cells if records.get(c.id, {}).get("status") == "done"]
+            evaluated = [records[c.id]["eval_json"] for c in cells
+                         if records.get(c.id, {}).get("status") == "done"]
             result.report = write_report(build_report(evaluated), spec.out / "report")
         return result
