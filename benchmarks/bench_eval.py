@@ -7,10 +7,13 @@ Measured on one task (default BallRun, bullet-safety-gym) with a real checkpoint
   process — the simulator's own speed;
 - ``raw + policy``: the same plain loop, the action from the checkpoint's ``Actor`` (one torch
   thread) — the work the evaluator does, without any of its machinery;
-- ``evaluator, N workers (cold)``: ``evaluate(run, episodes=E, workers=N)`` from scratch — worker
-  processes start, load the checkpoint and open their environments;
+- ``evaluator, N workers (cold)``: a new ``Evaluator`` per call — worker processes are forked,
+  load the checkpoint and open their environments (the fork server, which imports torch once, is
+  already running after the first call in a process);
 - ``evaluator, N workers (warm)``: a second ``Evaluator.evaluate`` on the same pool (the case of
-  ``presa train --eval-every``).
+  ``presa train --eval-every``);
+- ``presa eval CLI, fresh process``: ``presa eval RUN --episodes E --workers 2 --json`` as a
+  subprocess, end to end (interpreter start, fork server start with its torch import, workers).
 
 Each figure is the best of ``--repeats`` (the machine is shared; the best run is the least
 disturbed one). Usage::
@@ -21,7 +24,9 @@ disturbed one). Usage::
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -136,13 +141,24 @@ def main() -> None:
             best(f"evaluator, {workers} worker(s), cold", cold)
             best(f"evaluator, {workers} worker(s), warm", warm)
 
+        def cli() -> tuple[int, float]:
+            exe = Path(sys.executable).with_name("presa")
+            t0 = time.perf_counter()
+            cmd = [str(exe), "eval", str(run), "--episodes", str(args.episodes), "--workers", "2", "--json",
+                   "--no-save"]
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+            wall = time.perf_counter() - t0
+            return int(sum(json.loads(out)["per_episode"]["length"])), wall
+
+        best("presa eval CLI, fresh process, 2 workers", cli)
+
     print(f"task {task.name} ({task.env_id}), {args.episodes} episodes, policy "
           f"{actor.obs_dim}->{'-'.join(str(h) for h in actor.meta['config']['hidden'])}->{actor.act_dim}, "
           f"cores {len(os.sched_getaffinity(0))}, load average {os.getloadavg()[0]:.1f}, "
           f"best of {args.repeats}")
-    print(f"{'variant':<36} {'steps/s':>9} {'wall s':>8} {'steps':>7}")
+    print(f"{'variant':<42} {'steps/s':>9} {'wall s':>8} {'steps':>7}")
     for label, sps, wall, steps in rows:
-        print(f"{label:<36} {sps:9.0f} {wall:8.2f} {steps:7d}")
+        print(f"{label:<42} {sps:9.0f} {wall:8.2f} {steps:7d}")
     sys.stdout.flush()
 
 
