@@ -39,7 +39,7 @@ import platform
 import re
 import shutil
 import subprocess
-import tempfile
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -649,7 +649,8 @@ def collect(cfg: CollectConfig, progress: ProgressFn | None = None) -> Path:
         "max_episode_steps": max_steps, **references, "thresholds": thresholds,
         "dsrl_file": None, "dsrl_env_id": None, "base_task": base_task, "origin": "shipped",
     }
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()  # (not mkdtemp: its 0700 mode would stick to the published folder)
     try:
         write_dsrl(tmp / "data.hdf5", traj, attrs)
         if cfg.record_frames:

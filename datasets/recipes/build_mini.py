@@ -78,11 +78,11 @@ class Recipe:
 # out: PPO needs far more than a few minutes to learn it.
 RECIPES = {
     "BallRun": Recipe("BallRun", lambdas=(0.0, 5.0, 12.0), cost_limits=(10.0, 25.0, 50.0), lagrange_init=5.0,
-                      lagrange_lr=0.01, train_steps=32_000, episodes=500, noise=(0.0, 0.8)),
+                      lagrange_lr=0.01, train_steps=32_000, episodes=500, noise=(0.0, 1.5)),
     "BallCircle": Recipe("BallCircle", lambdas=(0.0, 4.0), cost_limits=(10.0, 25.0, 50.0), lagrange_init=1.5,
-                         lagrange_lr=0.01, train_steps=24_000, episodes=400, noise=(0.0, 0.8)),
+                         lagrange_lr=0.01, train_steps=24_000, episodes=300, noise=(0.0, 1.2)),
     "CarRun": Recipe("CarRun", lambdas=(0.0, 12.0), cost_limits=(10.0, 25.0, 50.0), lagrange_init=4.0,
-                     lagrange_lr=0.02, train_steps=24_000, episodes=400, noise=(0.0, 0.8)),
+                     lagrange_lr=0.02, train_steps=24_000, episodes=300, noise=(0.0, 1.2)),
 }
 
 
