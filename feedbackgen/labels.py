@@ -732,7 +732,7 @@ def _extended(data: FeedbackData, res: _Resolver, prefs: list, safes: list, sour
     pb = np.asarray([b for _, _, b in prefs], np.int64)
     plab = np.asarray([r.label for r, _, _ in prefs], np.float32)
     sseg = np.asarray([s for _, s in safes], np.int64)
-    slab = np.asarray([r.safe for r, _ in safes], np.int8).reshape(len(safes), -1)
+    slab = np.asarray([r.safe for r, _ in safes], np.int8).reshape(len(safes), int(data.thresholds.shape[0]))
     out = copy.copy(data)
     out.segment_episode, out.segment_start, out.segment_length = seg_ep, seg_start, seg_len
     out.pref_a = _concat(data.pref_a, pa, "int64")
@@ -867,11 +867,11 @@ def import_labels(store: str | Path, label_file: str | Path, *, out: str | Path 
         raise FeedbackgenError(f"{store} is a published zip and cannot be changed in place; pass --out")
     target = store if in_place else Path(out) if out is not None else default_out(store, bump_version(
         data.store_id))
+    if not in_place and target.resolve() == store.resolve():
+        raise FeedbackgenError(f"--out {target} is the input store; pass --in-place to replace it")
     if not in_place and target.exists() and not overwrite:
         raise FeedbackgenError(f"{target} already exists; pass --overwrite to replace it "
                                "or choose another --out")
-    if not in_place and target.resolve() == store.resolve():
-        raise FeedbackgenError(f"--out {target} is the input store; pass --in-place to replace it")
     thresholds = np.asarray(data.thresholds[...], np.float64)
     rows, problems, notes = read_label_file(label_file, thresholds, store_id=data.store_id)
     digest = hashlib.sha256(label_file.read_bytes()).hexdigest()
