@@ -36,7 +36,7 @@ unless the whole file is clean.
 
 A JSON-lines **annotation journal** (written by ``feedbackgen annotate``) is read by the same
 function: its ``{"op": "answer", "id": N, "rows": [...]}`` lines carry rows in the format above,
-``{"op": "undo", "id": N}`` withdraws an answer, and a last line cut off by a crash is ignored.
+``{"op": "undo", "id": N}`` withdraws an answer, and a line cut off by a crash is ignored.
 
 The result is a new store version (store id ``...-vN`` becomes ``...-vN+1``), written atomically;
 with an ``oracle`` group, the noise-free labels of imported rows are computed from it.
@@ -509,9 +509,9 @@ def _read_jsonl(text: str, th: np.ndarray, rows: list[LabelRow], problems: list[
         try:
             obj = json.loads(raw)
         except json.JSONDecodeError as exc:
-            if i == len(lines) and journal:  # a crash cut the last journal line: that answer is lost
-                notes.append(f"line {i}: ignored a half-written last line (the answer being saved "
-                             "when the annotation server stopped)")
+            if journal:  # the server writes whole lines; a broken one was cut by a crash: that answer is lost
+                notes.append(f"line {i}: ignored a half-written line (the answer being saved when the "
+                             "annotation server stopped)")
                 continue
             problems.append(f"line {i}: not valid JSON ({exc.msg} at column {exc.colno})")
             continue
