@@ -228,8 +228,14 @@ def zoo_members(recipe: Recipe) -> list[Path]:
     return paths
 
 
-def collect_mixture(recipe: Recipe, workers: int | None) -> Path:
-    """Collect the zoo mixture into datasets/<Task>-mini (replaces an existing one)."""
+def collect_mixture(recipe: Recipe, workers: int | None, record_frames: int = 0,
+                    frame_episodes: int | None = None) -> Path:
+    """Collect the zoo mixture into datasets/<Task>-mini (replaces an existing one).
+
+    ``record_frames`` K > 0 also renders every K-th step (64×64, CPU renderer) of the first
+    ``frame_episodes`` episodes into ``data.frames.hdf5`` for ``feedbackgen annotate``; the
+    transitions are the same with or without frames.
+    """
     from feedbackgen.collect import CollectConfig, collect
 
     members = zoo_members(recipe)
@@ -239,7 +245,8 @@ def collect_mixture(recipe: Recipe, workers: int | None) -> Path:
         policies.append(("random", recipe.random_share))
     cfg = CollectConfig(task=recipe.task, out=dataset_dir(recipe.task).relative_to(ROOT),
                         episodes=recipe.episodes, policies=tuple(policies), noise=recipe.noise,
-                        seed=recipe.seed, workers=workers, name=f"{recipe.task}-mini", overwrite=True)
+                        seed=recipe.seed, workers=workers, name=f"{recipe.task}-mini", overwrite=True,
+                        record_frames=record_frames, frame_episodes=frame_episodes)
     t0 = time.time()
     last = [0.0]
 
@@ -372,6 +379,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage", choices=("all", "train", "collect", "card"), default="all")
     parser.add_argument("--retrain", action="store_true", help="retrain zoo members that already exist")
     parser.add_argument("--workers", type=int, default=None, help="collection workers (default: all cores)")
+    parser.add_argument("--record-frames", type=int, default=0, metavar="K",
+                        help="also record frames of every K-th step for `feedbackgen annotate` (0: none)")
+    parser.add_argument("--frame-episodes", type=int, default=None, metavar="N",
+                        help="with --record-frames: only the first N episodes (keeps the dataset small)")
     args = parser.parse_args(argv)
     recipe = RECIPES[args.task]
     os.chdir(ROOT)  # policy paths in the collection record are relative to the repository root
@@ -379,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.stage in ("all", "train"):
             train(recipe, retrain=args.retrain)
         if args.stage in ("all", "collect"):
-            collect_mixture(recipe, args.workers)
+            collect_mixture(recipe, args.workers, args.record_frames, args.frame_episodes)
         if args.stage in ("all", "collect", "card"):
             print(write_card(recipe))
     except FeedbackgenError as exc:
