@@ -30,6 +30,7 @@ the same for every annotator (so annotators overlap and their agreement can be m
 
 from __future__ import annotations
 
+import html
 import ipaddress
 import json
 import os
@@ -390,8 +391,8 @@ class _Handler(BaseHTTPRequestHandler):
         ann: Annotation = self.server.annotation
         try:
             if url.path == "/":
-                self._send(200, _PAGE.replace("__ANNOTATOR__", json.dumps(self.server.annotator or ""))
-                           .encode("utf-8"), "text/html; charset=utf-8")
+                page = _PAGE.replace("__ANNOTATOR__", html.escape(self.server.annotator or "", quote=True))
+                self._send(200, page.encode("utf-8"), "text/html; charset=utf-8")
             elif url.path == "/app.js":
                 self._send(200, _SCRIPT.encode("utf-8"), "text/javascript; charset=utf-8")
             elif url.path == "/api/state":
@@ -508,6 +509,7 @@ def make_server(store: str | Path, *, host: str = "127.0.0.1", port: int = 0, an
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>feedbackgen annotate</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="annotator" content="__ANNOTATOR__">
 <style>
 body { font-family: system-ui, sans-serif; margin: 1.2rem; color: #222; }
 header { display: flex; gap: 1.5rem; align-items: center; flex-wrap: wrap; }
@@ -551,7 +553,6 @@ kbd { border: 1px solid #aaa; border-radius: 3px; padding: 0 .25rem; font-size: 
 page, then stop the server (Ctrl-C) and run <code>feedbackgen annotate STORE --finish</code>.</p>
 <button id="undo-done">undo the last answer <kbd>u</kbd></button></div>
 <div id="status" role="status"></div>
-<script>window.ANNOTATOR = __ANNOTATOR__;</script>
 <script src="/app.js"></script>
 </body></html>
 """
@@ -561,7 +562,8 @@ _SCRIPT = r"""
 let state = null, choice = {pref: null, a: null, b: null}, timers = [];
 const $ = (id) => document.getElementById(id);
 const nameBox = $("annotator");
-nameBox.value = window.ANNOTATOR || localStorage.getItem("annotator") || "";
+nameBox.value = document.querySelector('meta[name="annotator"]').content ||
+  localStorage.getItem("annotator") || "";
 
 function say(text) { $("status").textContent = text; }
 

@@ -178,6 +178,7 @@ def test_journal_survives_a_killed_server(tiny_store: Path, tmp_path: Path) -> N
     proc, url = _serve_subprocess(tiny_store)
     try:
         c = Client(url)
+        assert b'<meta name="annotator" content="alice">' in c.request("/")[1]  # --annotator fills the page
         for pref in ("a", "b"):
             nxt = c.json("/api/state?annotator=alice")["next"]
             c.json("/api/answer", {"annotator": "alice", "pair": nxt["pair"], "preference": pref,
