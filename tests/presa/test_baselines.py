@@ -34,6 +34,7 @@ SMALL = {"hidden": [32, 32], "pair_batch": 16, "safety_batch": 16, "bc_batch": 6
 def _one_thread():
     """Tiny networks: one intra-op thread is fastest (and the machine's cores are shared)."""
     before = torch.get_num_threads()
+    torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
 
