@@ -42,7 +42,7 @@ import subprocess
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from importlib import metadata
 from multiprocessing import get_context
 from pathlib import Path
@@ -159,7 +159,6 @@ class CollectConfig:
     record_frames: int = 0
     frame_size: int = 64
     frame_episodes: int | None = None
-    _extra: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -208,7 +207,6 @@ class CollectConfig:
     def to_dict(self) -> dict:
         """JSON-able record of the configuration."""
         d = asdict(self)
-        d.pop("_extra")
         d["out"] = str(self.out)
         d["policies"] = [{"spec": s, "share": sh} for s, sh in self.policies]
         d["noise"] = list(self.noise)
