@@ -44,12 +44,16 @@ SUITE_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 # Presets are applied on top of the suite defaults. ``full`` is the method as specified (the suite
-# defaults themselves); ``quick`` is a few thousand steps for demos and tests (well under a minute
-# of CPU on the shipped datasets) and does not reach the full preset's numbers.
+# defaults themselves); ``quick`` is a few thousand steps on smaller batches for demos and tests
+# (well under a minute of CPU on the shipped datasets) and does not reach the full preset's numbers.
+# It runs on one thread: on a shared or oversubscribed CPU two OpenMP threads were 5× slower here
+# (BallRun-mini quick run: 38 s CPU with 1 thread, 242 s with 2 at load 12), and one thread gives
+# the same numbers on any machine.
 PRESET_VALUES: dict[str, dict[str, Any]] = {
     "full": {},
-    "quick": {"total_steps": 2_500, "bc_steps": 1_000, "warmup_steps": 300, "align_lr": 3e-5,
-              "log_every": 50, "checkpoint_every": 1_000},
+    "quick": {"total_steps": 2_000, "bc_steps": 1_000, "pair_batch": 32, "safety_batch": 32,
+              "bc_batch": 256, "warmup_steps": 200, "align_lr": 3e-5, "log_every": 50,
+              "checkpoint_every": 500, "threads": 1},
 }
 
 # Options that may change when a run is resumed (they do not change the math of a step).

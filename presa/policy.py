@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -51,29 +51,65 @@ def register_policy(name: str) -> Callable[[type[Policy]], type[Policy]]:
     return deco
 
 
+def dropout_mask(shape: torch.Size | tuple[int, ...], p: float, generator: torch.Generator | None,
+                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """An inverted-dropout mask: 1/(1 − p) with probability 1 − p, else 0, drawn from ``generator``.
+
+    When 256·p is an integer (p = 0.25, 0.5, ...) the mask comes from random bytes — one 64-bit
+    draw per 8 units, unit kept iff its byte ≥ 256·p: exactly Bernoulli(1 − p) — which is several
+    times cheaper on the CPU than one float draw per unit; otherwise from uniform floats (u ≥ p).
+    """
+    numel = math.prod(shape)
+    k = p * 256.0
+    if k == int(k) and numel % 8 == 0:
+        bits = torch.empty(numel // 8, dtype=torch.int64, device=device)
+        bits.random_(-(2**63), None, generator=generator)  # full 64-bit range: 8 uniform bytes
+        mask = bits.view(torch.uint8).view(shape).to(dtype)  # integers 0..255, exact in any float type
+        mask.sub_(int(k) - 1).clamp_(0.0, 1.0)                # 1 iff byte ≥ k, else 0 (exact)
+    else:
+        u = torch.empty(shape, dtype=torch.float32, device=device).uniform_(generator=generator)
+        mask = (u >= p).to(dtype)
+    return mask.mul_(1.0 / (1.0 - p))
+
+
 def dropout(x: torch.Tensor, p: float, generator: torch.Generator | None) -> torch.Tensor:
     """Inverted dropout with masks drawn from ``generator``: keep each unit with probability 1 − p.
 
     Same math as ``torch.nn.functional.dropout`` (kept units are scaled by 1/(1 − p)), but with an
-    explicit generator. When 256·p is an integer (p = 0.25, 0.5, ...) the mask is drawn from random
-    bytes (one 64-bit draw per 8 units: exact Bernoulli(1 − p), several times cheaper than one
-    float draw per unit); otherwise from uniform floats.
+    explicit generator, and a multiply by a float mask (cheaper forward and backward on the CPU
+    than a boolean ``where``).
     """
     if p <= 0.0:
         return x
-    numel = x.numel()
-    k = p * 256.0
-    if k == int(k) and numel % 8 == 0:
-        bits = torch.empty(numel // 8, dtype=torch.int64, device=x.device)
-        bits.random_(-(2**63), None, generator=generator)  # full 64-bit range: 8 uniform bytes
-        keep = bits.view(torch.uint8).view(x.shape) >= int(k)
-    else:
-        keep = torch.empty(x.shape, dtype=torch.float32, device=x.device).uniform_(generator=generator) >= p
-    return _masked_scale(x, keep, 1.0 / (1.0 - p))
+    return x * dropout_mask(x.shape, p, generator, x.device, x.dtype)
 
 
-def _masked_scale(x: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:
-    return torch.where(keep, x * scale, x.new_zeros(()))
+class _InputLinear(torch.autograd.Function):
+    """``x @ W.T + b`` for an input that needs no gradient (the observations).
+
+    Same math as ``nn.functional.linear``; the weight gradient is computed as ``(xᵀ·g)ᵀ`` instead
+    of autograd's ``gᵀ·x``: with few input features (8) and thousands of rows, MKL runs the former
+    about 7× faster on the CPU (0.7 ms vs 4.9 ms for 5,760 × 8 → 256).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return torch.addmm(bias, x, weight.t())
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[None, torch.Tensor | None, torch.Tensor | None]:
+        (x,) = ctx.saved_tensors
+        grad_w = (x.t() @ grad).t().contiguous() if ctx.needs_input_grad[1] else None
+        grad_b = grad.sum(0) if ctx.needs_input_grad[2] else None
+        return None, grad_w, grad_b
+
+
+def _linear(lin: nn.Linear, x: torch.Tensor, first: bool) -> torch.Tensor:
+    if (first and not x.requires_grad and x.dim() == 2 and x.device.type == "cpu"
+            and not torch.is_autocast_enabled("cpu") and torch.is_grad_enabled()):
+        return _InputLinear.apply(x, lin.weight, lin.bias)
+    return lin(x)
 
 
 class Policy(nn.Module):
@@ -122,8 +158,8 @@ class Policy(nn.Module):
         """
         x = obs
         drop = self.training and self.p_drop > 0.0
-        for lin in self.layers:
-            x = torch.relu(lin(x))
+        for i, lin in enumerate(self.layers):
+            x = torch.relu(_linear(lin, x, i == 0))
             if drop:
                 x = dropout(x, self.p_drop, generator)
         return self.head(x)

@@ -48,7 +48,7 @@ def test_precedence_suite_preset_file_overrides(tmp_path) -> None:
         suite="safety_gymnasium", preset="quick", file_values=load_config_file(f), overrides={"delta": 0.95}
     )
     assert c.alpha == 0.1  # suite
-    assert c.total_steps == 2_500  # preset
+    assert c.total_steps == 2_000  # preset
     assert c.eta == 0.7 and c.bc_steps == 500  # file beats suite and preset
     assert c.delta == 0.95  # explicit beats file
 

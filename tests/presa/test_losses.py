@@ -189,3 +189,26 @@ def test_policy_init_from_generator_is_deterministic() -> None:
     for k, v in a.state_dict().items():
         assert torch.equal(v, b.state_dict()[k])
     assert not torch.equal(a.state_dict()["head.weight"], c.state_dict()["head.weight"])
+
+
+def test_input_linear_gradient_matches_autograd_linear() -> None:
+    import presa.policy as pm
+
+    pi = build_policy(
+        "deterministic",
+        obs_dim=8,
+        act_dim=2,
+        hidden=(64, 64),
+        dropout=0.0,
+        generator=torch.Generator().manual_seed(0),
+    )
+    g = torch.Generator().manual_seed(1)
+    x, a = torch.randn(500, 8, generator=g), torch.rand(500, 2, generator=g) * 2 - 1
+    pi.log_prob(x, a).mean().backward()
+    fast = {k: p.grad.clone() for k, p in pi.named_parameters()}
+    pi.zero_grad()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pm, "_linear", lambda lin, x, first: lin(x))
+        pi.log_prob(x, a).mean().backward()
+    for k, p in pi.named_parameters():
+        assert torch.allclose(p.grad, fast[k], rtol=1e-5, atol=1e-8), k
