@@ -188,7 +188,7 @@ def test_sweep_runs_half_resumes_and_feeds_report(ballrun_task: str, tmp_path: P
     (Path(c4.run_dir) / "config.yaml").write_text("half-written")
     assert [cell_action(c) for c in first.cells] == ["skip", "skip", "resume", "restart"]
 
-    second = run_sweep(build_spec(_grid(out, workers=2)))
+    second = run_sweep(build_spec(_grid(out, workers=1)))
     assert second.skipped == ids[:2] and sorted(second.ran) == ids[2:] and not second.failed
     assert second.records[c3.id]["action"] == "resume" and second.records[c4.id]["action"] == "restart"
     info = json.loads((Path(c3.run_dir) / "run.json").read_text())
@@ -257,10 +257,25 @@ class _FakeRay:
         return self.results[ref]
 
 
-def test_ray_backend_runs_every_cell_as_a_task(tiny_store: Path, tmp_path: Path, monkeypatch):
+def _stripped(tiny_store: Path, tmp_path: Path) -> Path:
+    """The tiny store without its oracle group: bc_safe cells on it fail fast, before training."""
     from feedbackgen.publish import strip_store
 
-    stripped = strip_store(tiny_store, tmp_path / "tiny-stripped.zarr")    # bc_safe fails fast on it
+    return strip_store(tiny_store, tmp_path / "tiny-stripped.zarr")
+
+
+def test_process_pool_runs_cells_in_worker_processes(tiny_store: Path, tmp_path: Path):
+    spec = build_spec({"out": str(tmp_path / "sw"), "stores": [str(_stripped(tiny_store, tmp_path))],
+                       "methods": ["bc_safe"], "thresholds": [10], "seeds": [0, 1, 2], "workers": 2})
+    seen = []
+    result = run_sweep(spec, on_cell=lambda cell, rec: seen.append(cell.id))
+    ids = [c.id for c in result.cells]
+    assert sorted(seen) == sorted(ids) and sorted(result.failed) == sorted(ids)
+    assert all("no oracle group" in result.records[i]["error"] for i in ids)
+
+
+def test_ray_backend_runs_every_cell_as_a_task(tiny_store: Path, tmp_path: Path, monkeypatch):
+    stripped = _stripped(tiny_store, tmp_path)
     fake = _FakeRay()
     monkeypatch.setitem(__import__("sys").modules, "ray", fake)
     spec = build_spec({"out": str(tmp_path / "sw"), "stores": [str(stripped)], "methods": ["bc_safe"],
