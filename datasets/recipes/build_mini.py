@@ -81,7 +81,7 @@ RECIPES = {
                       lagrange_lr=0.01, train_steps=32_000, episodes=500, noise=(0.0, 1.5)),
     "BallCircle": Recipe("BallCircle", lambdas=(0.0, 4.0), cost_limits=(10.0, 25.0, 50.0), lagrange_init=1.5,
                          lagrange_lr=0.01, train_steps=24_000, episodes=300, noise=(0.0, 1.2)),
-    "CarRun": Recipe("CarRun", lambdas=(0.0, 12.0), cost_limits=(10.0, 25.0, 50.0), lagrange_init=4.0,
+    "CarRun": Recipe("CarRun", lambdas=(0.0, 12.0), cost_limits=(25.0,), lagrange_init=4.0,
                      lagrange_lr=0.02, train_steps=24_000, episodes=300, noise=(0.0, 1.2)),
 }
 
