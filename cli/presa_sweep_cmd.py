@@ -77,13 +77,15 @@ def sweep_command(
     eval_seed: Annotated[int | None, typer.Option(
         "--eval-seed", min=0, help="Evaluation seed (default 0).", show_default=False)] = None,
     eval_workers: Annotated[int | None, typer.Option(
-        "--eval-workers", min=1, help="Evaluation processes per cell (default 1).", show_default=False)] = None,
+        "--eval-workers", min=1, help="Evaluation processes per cell (default 1).",
+        show_default=False)] = None,
     threads: Annotated[int | None, typer.Option(
         "--threads", min=1, help="Torch threads per cell (default 1).", show_default=False)] = None,
     device: Annotated[str | None, typer.Option(
         "--device", help="cpu (default) or cuda.", show_default=False)] = None,
     workers: Annotated[int | None, typer.Option(
-        "--workers", min=1, help="Cells at once (default: every available core).", show_default=False)] = None,
+        "--workers", min=1, help="Cells at once (default: every available core).",
+        show_default=False)] = None,
     backend: Annotated[str | None, typer.Option(
         "--backend", help="local (a process pool; default) or ray (needs the 'ray' extra).",
         show_default=False)] = None,
@@ -91,7 +93,8 @@ def sweep_command(
         "--max-cells", min=0, help="Run at most N of the cells still to do, leave the rest for the next "
                                    "invocation.", show_default=False)] = None,
     report: Annotated[bool, typer.Option(
-        "--report/--no-report", help="Write OUT/report (presa report's tables and plots) at the end.")] = True,
+        "--report/--no-report",
+        help="Write OUT/report (presa report's tables and plots) at the end.")] = True,
 ) -> None:
     """Run a grid (stores × thresholds × seeds × methods × options) of train + eval, resumably."""
     from presa.config import parse_set
@@ -101,9 +104,10 @@ def sweep_command(
     try:
         values: dict[str, Any] = load_grid(grid_file) if grid_file is not None else {}
         given = {"out": str(out) if out is not None else None,
-                 "stores": [str(s) for s in stores] if stores else None, "tasks": list(tasks) if tasks else None,
-                 "noise": noise, "thresholds": thresholds, "seeds": seeds, "methods": methods, "preset": preset,
-                 "episodes": episodes, "eval_seed": eval_seed, "eval_workers": eval_workers, "threads": threads,
+                 "stores": [str(s) for s in stores] if stores else None,
+                 "tasks": list(tasks) if tasks else None, "noise": noise, "thresholds": thresholds,
+                 "seeds": seeds, "methods": methods, "preset": preset, "episodes": episodes,
+                 "eval_seed": eval_seed, "eval_workers": eval_workers, "threads": threads,
                  "device": device, "workers": workers, "backend": backend}
         values.update({k: v for k, v in given.items() if v is not None})
         if set_:
