@@ -17,10 +17,27 @@ from typing import Any
 
 import torch
 
+from feedbackgen.errors import FeedbackgenError
 from presa import losses
 from presa.algos.base import ReferenceAlignment, register
 from presa.config import TrainConfig
 from presa.data import TrainingData
+
+
+def require_both_safety_classes(data: TrainingData, algo: str) -> None:
+    """Raise unless the safety labels at the run's threshold hold both safe and unsafe segments.
+
+    The safety alignment (and ``two_stage``'s cost classifier) learns to separate safe from unsafe
+    segments; with one class only there is nothing to separate and training would run on a
+    meaningless constraint.
+    """
+    n = data.n_safety
+    n_safe = int((data.safety_label > 0.5).sum()) if n else 0
+    if n and n_safe in (0, n):
+        kind, other = ("safe", "unsafe") if n_safe == n else ("unsafe", "safe")
+        raise FeedbackgenError(f"{algo}: all {n} safety labels at threshold {data.threshold:g} are {kind} "
+                               f"(none {other}), and it needs both; choose another --threshold or a store "
+                               "with both kinds of segments")
 
 
 @register("presa")
@@ -29,6 +46,11 @@ class PreSa(ReferenceAlignment):
 
     needs_preferences = True
     needs_safety = True
+
+    @classmethod
+    def check_data(cls, data: TrainingData, cfg: TrainConfig) -> None:
+        super().check_data(data, cfg)
+        require_both_safety_classes(data, cls.name)
 
     def __init__(self, cfg: TrainConfig, data: TrainingData, generator: torch.Generator) -> None:
         super().__init__(cfg, data, generator)

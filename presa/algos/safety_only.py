@@ -18,6 +18,7 @@ import torch
 from feedbackgen.errors import FeedbackgenError
 from presa import losses
 from presa.algos.base import ReferenceAlignment, register
+from presa.algos.presa import require_both_safety_classes
 from presa.config import TrainConfig
 from presa.data import TrainingData
 
@@ -39,6 +40,7 @@ class SafetyOnly(ReferenceAlignment):
         if cfg.nu_init <= 0:
             raise FeedbackgenError("safety_only uses nu_init as its fixed weight and it must be > 0; "
                                    "use e.g. --set nu_init=1")
+        require_both_safety_classes(data, cls.name)
 
     def align_update(self, step: int) -> dict[str, torch.Tensor | float]:
         cfg, d = self.cfg, self.data
