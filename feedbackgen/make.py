@@ -62,6 +62,8 @@ SAFETY_NOISE_MODELS = ("none", "flip", "asymmetric", "logistic")
 STORE_NAMESPACE = "feedbackgen"
 STORE_VERSION = 1
 _DEFAULT_SEGMENT_LENGTH = 20
+# segment tables index with int64 but count episodes/lengths in int32; far above any real budget
+_MAX_LABELS = 10**9
 # parameters that do not change the store's content
 _NON_CONTENT_FIELDS = ("source", "out", "overwrite", "download")
 
@@ -174,6 +176,9 @@ class MakeConfig:
             object.__setattr__(self, name, float(value))
         if not _is_int(self.n_pairs) or self.n_pairs < 1:
             raise FeedbackgenError(f"--n-pairs must be a whole number >= 1, got {self.n_pairs!r}")
+        if self.n_pairs > _MAX_LABELS or (_is_int(self.n_safety) and self.n_safety > _MAX_LABELS):
+            raise FeedbackgenError(f"--n-pairs and --n-safety must be at most {_MAX_LABELS:,}, got "
+                                   f"{self.n_pairs} and {self.n_safety}")
         if not _is_int(self.n_safety) or self.n_safety < 0:
             raise FeedbackgenError(f"--n-safety must be a whole number >= 0, got {self.n_safety!r}")
         if not _is_int(self.seed) or self.seed < 0:
@@ -462,7 +467,12 @@ def make_store(cfg: MakeConfig, progress: ProgressFn | None = None) -> Path:
     task = get_task(cfg.task)
     path, digest, traj = open_source(cfg, task, progress=progress)
     with traj:
-        data = build_feedback(cfg, task, traj, source_record(path, digest, traj), progress=progress)
+        try:
+            data = build_feedback(cfg, task, traj, source_record(path, digest, traj), progress=progress)
+        except MemoryError:
+            n_seg = 2 * cfg.n_pairs + (0 if cfg.safety_from_pairs else cfg.n_safety)
+            raise FeedbackgenError(f"not enough memory to sample and label {n_seg} segments; "
+                                   "lower --n-pairs / --n-safety") from None
         attach_frames(data, path, digest)  # recorded frames (collect --record-frames), if the source has them
         try:
             return write_store(out, data, overwrite=cfg.overwrite)
