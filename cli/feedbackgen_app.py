@@ -142,6 +142,12 @@ def make(
               f"{q['n_safety']} safety segments × {len(q['thresholds'])} thresholds")
     con.print(f"agreement with oracle: preferences {_fmt(q['preference_agreement'])}, "
               f"safety {_fmt(q['safety_agreement'])}")
+    for kappa, frac in zip(q["thresholds"], q.get("safe_fraction") or [], strict=False):
+        if q["n_safety"] and frac in (0.0, 1.0):
+            kind = "safe" if frac == 1.0 else "unsafe"
+            _err().print(Text(f"warning: at threshold {kappa:g} every safety label is {kind}; algorithms "
+                              "that need both kinds (presa, safety_only, two_stage) cannot train on it",
+                              style="yellow"), soft_wrap=True)
 
 
 def _info_record(path: Path) -> dict[str, Any]:
