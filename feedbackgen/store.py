@@ -233,6 +233,7 @@ def write_store(path: str | Path, data: FeedbackData, *, overwrite: bool = False
     if path.exists() and not overwrite:
         raise FeedbackgenError(f"{path} already exists; pass --overwrite to replace it or choose another --out")
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         root = zarr.open_group(store=str(tmp), mode="w-", zarr_format=3)
@@ -258,6 +259,44 @@ def write_store(path: str | Path, data: FeedbackData, *, overwrite: bool = False
     return path
 
 
+def _pid_running(pid: int) -> bool:
+    """Whether a process with this id exists on this machine (one of another user counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists but belongs to someone else
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: str | Path) -> list[Path]:
+    """Delete the ``.NAME.tmp-PID-*`` siblings of ``path`` whose writer process is gone.
+
+    A writer killed hard (SIGKILL, power loss) cannot remove its temporary directory; the next
+    :func:`write_store` to the same name calls this, so such leftovers never pile up. Directories
+    of a live PID (a concurrent writer, or this process) are left alone. The PID test is local to
+    this machine: do not let writers on two hosts write the same name in one shared folder.
+
+    Returns:
+        The directories removed.
+    """
+    path = Path(path)
+    prefix = f".{path.name}.tmp-"
+    try:
+        candidates = [p for p in path.parent.iterdir() if p.name.startswith(prefix)]
+    except OSError:
+        return []
+    removed = []
+    for p in candidates:
+        pid, sep, rest = p.name[len(prefix):].partition("-")
+        if not (pid.isdigit() and sep and rest) or int(pid) == os.getpid() or _pid_running(int(pid)):
+            continue
+        shutil.rmtree(p, ignore_errors=True)
+        removed.append(p)
+    return removed
+
+
 def _replace(tmp: Path, path: Path) -> None:
     """Move the finished ``tmp`` to ``path``; an existing ``path`` is replaced only after success."""
     if path.exists():
@@ -280,6 +319,44 @@ def _jsonable(obj: Any) -> Any:
             return str(o)
         raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
     return json.loads(json.dumps(obj, default=default, allow_nan=True))
+
+
+_READ_ERRORS = (RuntimeError, ValueError, OSError)  # what zarr/numcodecs raise on damaged chunks
+
+
+class _CheckedArray:
+    """A store array read on slicing (``open_store(lazy=True)``) whose read errors become one line.
+
+    A damaged chunk makes the codecs raise (``RuntimeError: Zstd decompression error``, a
+    ``ValueError`` on reshape, ...) wherever the array is sliced; this turns them into a
+    :class:`FeedbackgenError` naming the store and the array. Everything else is the zarr array's.
+    """
+
+    __slots__ = ("_array", "_name", "_path")
+
+    def __init__(self, array: Any, name: str, path: Path) -> None:
+        self._array, self._name, self._path = array, name, path
+
+    def __getitem__(self, key: Any) -> Any:
+        try:
+            return self._array[key]
+        except _READ_ERRORS as exc:
+            reason = (str(exc).splitlines() or [""])[0]
+            raise FeedbackgenError(f"{self._path}: array '{self._name}' cannot be read "
+                                   f"({type(exc).__name__}: {reason}); the store is damaged, remake it "
+                                   "with `feedbackgen make`") from None
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._array[key] = value
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return np.asarray(self[...], dtype=dtype)
+
+    def __len__(self) -> int:
+        return len(self._array)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._array, name)
 
 
 def open_store(path: str | Path, *, lazy: bool = False) -> FeedbackData:
@@ -318,7 +395,8 @@ def open_store(path: str | Path, *, lazy: bool = False) -> FeedbackData:
         except KeyError:
             raise FeedbackgenError(f"{path} is missing array '{name}'; the store is damaged, "
                                    "remake it with `feedbackgen make`") from None
-        return arr if lazy else arr[...]
+        checked = _CheckedArray(arr, name, path)
+        return checked if lazy else checked[...]
 
     values = {attr: get(name) for name, (_, attr) in _MAIN_ARRAYS.items()}
     for name, (_, attr) in _OPTIONAL_ARRAYS.items():
