@@ -11,6 +11,9 @@ SGSTAMP := $(VENV)/.installed-safety-gymnasium
 MDSTAMP := $(VENV)/.installed-metadrive
 DEMO_TASK ?= BallRun-mini
 DEMO_DIR  ?= runs/demo
+DEMO_THRESHOLD ?= 20
+DEMO_PRESET ?= quick
+DEMO_EPISODES ?= 20
 
 .PHONY: demo test test-slow install install-all lint bench clean-demo
 
@@ -39,8 +42,17 @@ install: $(STAMP)
 
 install-all: $(STAMP) $(SGSTAMP) $(MDSTAMP)
 
+# The main job end to end, offline, on a dataset the project ships: make a feedback store, train
+# PreSa and the BC-Safe-Seg baseline on it (quick preset), evaluate both in the real simulator and
+# print the normalised reward/cost table. $(DEMO_DIR) is recreated on every run.
 demo: $(STAMP)
-	$(VENV)/bin/python -m presa_cli.demo --task $(DEMO_TASK) --out $(DEMO_DIR)
+	rm -rf $(DEMO_DIR)
+	$(VENV)/bin/feedbackgen make --task $(DEMO_TASK) --noise 0.1 --seed 0 --out $(DEMO_DIR)/store.zarr
+	$(VENV)/bin/presa train --data $(DEMO_DIR)/store.zarr --threshold $(DEMO_THRESHOLD) --seed 0 --preset $(DEMO_PRESET) --algo presa --out $(DEMO_DIR)/runs/presa --no-progress
+	$(VENV)/bin/presa train --data $(DEMO_DIR)/store.zarr --threshold $(DEMO_THRESHOLD) --seed 0 --preset $(DEMO_PRESET) --algo bc_safe_seg --out $(DEMO_DIR)/runs/bc_safe_seg --no-progress
+	$(VENV)/bin/presa eval $(DEMO_DIR)/runs/presa --episodes $(DEMO_EPISODES) --seed 0
+	$(VENV)/bin/presa eval $(DEMO_DIR)/runs/bc_safe_seg --episodes $(DEMO_EPISODES) --seed 0
+	$(VENV)/bin/presa report $(DEMO_DIR)/runs --out $(DEMO_DIR)/report
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q -n 2
