@@ -44,12 +44,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
-from feedbackgen.errors import FeedbackgenError
+from feedbackgen.errors import FeedbackgenError, from_known_keys
 
 SAFETY_RULES = ("scaled", "episode", "zero")
 SAFETY_NOISES = ("none", "flip", "asymmetric", "logistic")
@@ -115,11 +115,7 @@ class SafetySpec:
         Raises:
             FeedbackgenError: on unknown keys or invalid values.
         """
-        names = [f.name for f in fields(cls)]
-        unknown = sorted(set(d) - set(names))
-        if unknown:
-            raise FeedbackgenError(f"safety spec: unknown keys {unknown}; expected {', '.join(names)}")
-        return cls(**{k: d[k] for k in names if k in d})
+        return from_known_keys(cls, d, "safety spec")
 
 
 def segment_thresholds(thresholds: Any, length: int, max_episode_steps: int, rule: str) -> np.ndarray:

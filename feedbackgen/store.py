@@ -231,7 +231,8 @@ def write_store(path: str | Path, data: FeedbackData, *, overwrite: bool = False
     if _is_zip(path):
         raise FeedbackgenError(f"{path}: write a directory store, then `feedbackgen publish` it to a zip")
     if path.exists() and not overwrite:
-        raise FeedbackgenError(f"{path} already exists; pass --overwrite to replace it or choose another --out")
+        raise FeedbackgenError(f"{path} already exists; pass --overwrite to replace it "
+                               "or choose another --out")
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -382,7 +383,8 @@ def open_store(path: str | Path, *, lazy: bool = False) -> FeedbackData:
             root = zarr.open_group(store=str(path), mode="r")
         attrs = dict(root.attrs)
     except Exception as exc:  # zarr raises several types for "not a group"
-        raise FeedbackgenError(f"{path} is not a feedback store ({type(exc).__name__}: {exc})".splitlines()[0]) from None
+        detail = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        raise FeedbackgenError(f"{path} is not a feedback store ({detail})") from None
     version = attrs.get("schema_version")
     if version not in SUPPORTED_SCHEMA_VERSIONS:
         raise FeedbackgenError(f"{path} has schema version {version!r}, which this feedbackgen "

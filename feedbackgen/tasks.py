@@ -79,7 +79,8 @@ class Task:
         return cls(
             name=d["name"], suite=d["suite"], env_id=d["env_id"],
             max_episode_steps=int(d["max_episode_steps"]),
-            min_episode_reward=float(d["min_episode_reward"]), max_episode_reward=float(d["max_episode_reward"]),
+            min_episode_reward=float(d["min_episode_reward"]),
+            max_episode_reward=float(d["max_episode_reward"]),
             min_episode_cost=float(d["min_episode_cost"]), max_episode_cost=float(d["max_episode_cost"]),
             thresholds=tuple(float(x) for x in d["thresholds"]), dsrl_file=d.get("dsrl_file"),
             dsrl_env_id=d.get("dsrl_env_id"), base_task=d.get("base_task"), origin=d.get("origin", "dsrl"),

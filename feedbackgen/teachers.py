@@ -31,12 +31,12 @@ and ``bt+mistake``, and skipped pairs consume draws like kept ones.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
-from feedbackgen.errors import FeedbackgenError
+from feedbackgen.errors import FeedbackgenError, from_known_keys
 
 TEACHER_COMPONENTS = ("oracle", "bt", "myopic", "skip", "equal", "mistake")
 # component -> (parameter name in the CLI form, TeacherSpec field, default or None if required)
@@ -109,11 +109,7 @@ class TeacherSpec:
         Raises:
             FeedbackgenError: on unknown keys or invalid values.
         """
-        names = [f.name for f in fields(cls)]
-        unknown = sorted(set(d) - set(names))
-        if unknown:
-            raise FeedbackgenError(f"teacher spec: unknown keys {unknown}; expected {', '.join(names)}")
-        return cls(**{k: d[k] for k in names if k in d})
+        return from_known_keys(cls, d, "teacher spec")
 
     @classmethod
     def parse(cls, text: str, *, mistake: float = 0.0) -> TeacherSpec:
