@@ -21,7 +21,8 @@ Method names come from the evaluation record (the checkpoint's algorithm), else 
 ``run.json`` (``method`` or ``algo``), else ``unknown``.
 
 Outputs (:func:`write_report`): ``report.md``, ``results.csv`` (all aggregation levels),
-``runs.csv`` (one row per run), ``reward_cost.png`` and ``training_curves.png``.
+``runs.csv`` (one row per run), ``summary.csv`` (the study's headline columns, :func:`summary_csv`),
+``reward_cost.png`` and ``training_curves.png``.
 """
 
 from __future__ import annotations
@@ -443,6 +444,38 @@ def to_csv(rep: Report) -> str:
     return buf.getvalue()
 
 
+SUMMARY_FIELDS = ("dataset", "method", "threshold", "seeds", "norm_reward_mean", "norm_reward_std",
+                  "norm_cost_mean", "norm_cost_std")
+"""Columns of ``summary.csv`` (the study's headline file, issue 8)."""
+
+
+def summary_csv(rep: Report) -> str:
+    """The study summary as CSV text: one row per dataset × method × threshold, then per dataset ×
+    method a row with threshold ``all`` (mean ± std over every run of all thresholds and seeds).
+
+    ``seeds`` is the number of distinct training seeds in the row; statistics are over runs
+    (population std, as everywhere in the report). Only our own results are written (no reference
+    rows).
+    """
+    seeds: dict[tuple, set] = defaultdict(set)
+    for r in rep.runs:
+        seeds[(r.suite, r.task, r.method, r.threshold)].add(r.train_seed)
+        seeds[(r.suite, r.task, r.method, None)].add(r.train_seed)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(SUMMARY_FIELDS)
+    rows = [c for c in rep.by_threshold if c.source == "ours"]
+    rows += [c for c in rep.by_task if c.source == "ours"]
+    rank = {m: i for i, m in enumerate(rep.methods)}
+    rows.sort(key=lambda c: (_suite_rank(c.suite), c.task, rank.get(c.method, len(rank)),
+                             c.threshold is None, c.threshold or 0.0))
+    for c in rows:
+        w.writerow([c.task, c.method, "all" if c.threshold is None else f"{c.threshold:g}",
+                    len(seeds[(c.suite, c.task, c.method, c.threshold)]), f"{c.reward_mean:.6g}",
+                    f"{c.reward_std:.6g}", f"{c.cost_mean:.6g}", f"{c.cost_std:.6g}"])
+    return buf.getvalue()
+
+
 def runs_csv(rep: Report) -> str:
     """One row per run, as CSV text."""
     buf = io.StringIO()
@@ -594,8 +627,8 @@ def plot_training_curves(rep: Report, path: Path) -> Path | None:
 
 
 def write_report(rep: Report, out_dir: str | os.PathLike[str]) -> dict[str, Path]:
-    """Write ``report.md``, ``results.csv``, ``runs.csv``, ``reward_cost.png`` and (when the runs
-    logged metrics) ``training_curves.png`` into ``out_dir``, each atomically.
+    """Write ``report.md``, ``results.csv``, ``runs.csv``, ``summary.csv``, ``reward_cost.png`` and
+    (when the runs logged metrics) ``training_curves.png`` into ``out_dir``, each atomically.
 
     Returns:
         Name → path of every file written.
@@ -604,7 +637,7 @@ def write_report(rep: Report, out_dir: str | os.PathLike[str]) -> dict[str, Path
     out.mkdir(parents=True, exist_ok=True)
     written = {}
     for name, text in (("report.md", to_markdown(rep)), ("results.csv", to_csv(rep)),
-                       ("runs.csv", runs_csv(rep))):
+                       ("runs.csv", runs_csv(rep)), ("summary.csv", summary_csv(rep))):
         _atomic_text(out / name, text)
         written[name] = out / name
     written["reward_cost.png"] = plot_reward_cost(rep, out / "reward_cost.png")
