@@ -55,13 +55,14 @@ demo: $(STAMP)
 	$(VENV)/bin/presa report $(DEMO_DIR)/runs --out $(DEMO_DIR)/report
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check feedbackgen presa cli tests benchmarks datasets
 	$(VENV)/bin/python -m pytest -q -n 2
 
 test-slow: install-all
 	$(VENV)/bin/python -m pytest -q -m slow
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check feedbackgen presa cli tests benchmarks
+	$(VENV)/bin/ruff check feedbackgen presa cli tests benchmarks datasets
 
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/run_all.py
