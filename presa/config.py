@@ -2,7 +2,7 @@
 
 Precedence, lowest first::
 
-    field defaults  <  suite defaults (from the store's task)  <  preset (quick|full)
+    field defaults  <  suite defaults (from the store's task)  <  preset (quick|full|study)
                     <  --config file.yaml  <  explicit CLI options and --set key=value
 
 Every option of the method (``shared/docs/method.md``) is a field of :class:`TrainConfig`; the
@@ -30,7 +30,7 @@ import yaml
 from feedbackgen.errors import FeedbackgenError
 
 SUITES = ("bullet", "safety_gymnasium", "metadrive")
-PRESETS = ("full", "quick")
+PRESETS = ("full", "quick", "study")
 ZREF_MODES = ("ema", "batch", "kl", "zero")
 NU_RULES = ("sgd", "pid")
 POLICY_KINDS = ("deterministic", "gaussian")
@@ -54,6 +54,17 @@ PRESET_VALUES: dict[str, dict[str, Any]] = {
     "quick": {"total_steps": 2_000, "bc_steps": 1_000, "pair_batch": 32, "safety_batch": 32,
               "bc_batch": 256, "warmup_steps": 200, "align_lr": 3e-5, "log_every": 50,
               "checkpoint_every": 500, "threads": 1},
+    # ``study``: the benchmark study's preset (issue 8; results/study-v1/README.md), a few minutes of
+    # one CPU thread per run on the shipped datasets. BC 2,000 steps (the BC loss is flat from ~1,200
+    # steps on BallRun-mini), then 1,500 alignment steps on 64+64 batches. A short alignment needs a
+    # faster schedule than the full preset's (1e-5 after 10k warm-up steps, lr_ν 1e-3 over 70k steps):
+    # on BallRun-mini κ=20 with align_lr 1e-4 or 3e-4 and lr_ν 1e-3, ν only reached 1.6-2.6 and g_θ
+    # stayed ≤ 0.50 with safe segments scored *below* unsafe ones (the preference loss dominates);
+    # with align_lr 3e-4 and lr_ν 3e-2 ν reaches ~11 and the scores separate the right way
+    # (safe > unsafe, g_θ rising). It does not reach the full preset's numbers.
+    "study": {"total_steps": 3_500, "bc_steps": 2_000, "pair_batch": 64, "safety_batch": 64,
+              "bc_batch": 256, "warmup_steps": 200, "align_lr": 3e-4, "nu_lr": 3e-2, "log_every": 100,
+              "checkpoint_every": 1_000, "threads": 1},
 }
 
 # Options that may change when a run is resumed (they do not change the math of a step).
@@ -385,7 +396,7 @@ def resolve_config(*, suite: str | None = None, preset: str | None = None,
 
     Args:
         suite: the store's task suite (``bullet``, ``safety_gymnasium``, ``metadrive``) or None.
-        preset: ``full`` or ``quick`` (None: ``full``).
+        preset: ``full``, ``quick`` or ``study`` (None: ``full``).
         file_values: values from ``--config file.yaml``.
         overrides: explicit CLI options and ``--set`` values (highest precedence).
 
