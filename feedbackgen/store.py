@@ -199,6 +199,14 @@ def _is_zip(path: Path) -> bool:
     return path.suffix == ".zip"
 
 
+def _compressor():
+    """Blosc LZ4 with byte shuffle: measured on 1M × 88 float32 (benchmarks/README.md), it writes
+    about 1.6–1.8× faster than zarr's default Zstd and compresses smooth observations better."""
+    from zarr.codecs import BloscCodec
+
+    return BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
+
+
 def _copy_array(group, name: str, src, dtype: str) -> None:
     """Create ``name`` in ``group`` and copy ``src`` into it in row chunks (streams h5py/zarr)."""
     src_shape = tuple(int(s) for s in src.shape)
@@ -209,7 +217,7 @@ def _copy_array(group, name: str, src, dtype: str) -> None:
         row_bytes = max(1, int(np.prod(src_shape[1:])) * np.dtype(dtype).itemsize)
         rows = max(1, (1 << 20) // row_bytes)
     chunks = (max(1, min(rows, src_shape[0] if src_shape[0] else 1)),) + src_shape[1:]
-    arr = group.create_array(name, shape=src_shape, dtype=dtype, chunks=chunks)
+    arr = group.create_array(name, shape=src_shape, dtype=dtype, chunks=chunks, compressors=_compressor())
     n = src_shape[0]
     for lo in range(0, n, chunks[0]):
         hi = min(n, lo + chunks[0])
