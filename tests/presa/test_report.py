@@ -177,7 +177,8 @@ def test_write_report_files_and_plots(grid: Path, tmp_path: Path):
         (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + "not json\n")
     out = tmp_path / "report"
     written = write_report(build_report([grid], reference=True), out)
-    assert set(written) == {"report.md", "results.csv", "runs.csv", "reward_cost.png", "training_curves.png"}
+    assert set(written) == {"report.md", "results.csv", "runs.csv", "summary.csv", "reward_cost.png",
+                            "training_curves.png"}
     for p in written.values():
         assert p.is_file() and p.stat().st_size > 0
     assert (out / "reward_cost.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
