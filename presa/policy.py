@@ -27,6 +27,7 @@ Example:
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -112,7 +113,7 @@ def _linear(lin: nn.Linear, x: torch.Tensor, first: bool) -> torch.Tensor:
     return lin(x)
 
 
-class Policy(nn.Module):
+class Policy(nn.Module, ABC):
     """Base class: an MLP trunk with explicit-generator dropout and a parameter head.
 
     Subclasses define ``param_dim``, :meth:`log_prob_from_params`, :meth:`mean_from_params` and
@@ -135,8 +136,9 @@ class Policy(nn.Module):
         self.reset_parameters(generator)
 
     @property
+    @abstractmethod
     def param_dim(self) -> int:
-        raise NotImplementedError  # pragma: no cover - abstract
+        """Width of the head's output (distribution parameters per row)."""
 
     def init_kwargs(self) -> dict:
         """Constructor arguments needed to rebuild this policy (saved in checkpoints)."""
@@ -164,17 +166,17 @@ class Policy(nn.Module):
                 x = dropout(x, self.p_drop, generator)
         return self.head(x)
 
+    @abstractmethod
     def log_prob_from_params(self, params: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """log π(a|s) per row, (B,)."""
-        raise NotImplementedError  # pragma: no cover - abstract
 
+    @abstractmethod
     def mean_from_params(self, params: torch.Tensor) -> torch.Tensor:
         """The mean (evaluation) action per row, (B, act)."""
-        raise NotImplementedError  # pragma: no cover - abstract
 
+    @abstractmethod
     def kl_from_params(self, params: torch.Tensor, ref_params: torch.Tensor) -> torch.Tensor:
         """KL(π_θ(·|s) ‖ π_ref(·|s)) per row, (B,)."""
-        raise NotImplementedError  # pragma: no cover - abstract
 
     def log_prob(self, obs: torch.Tensor, actions: torch.Tensor,
                  generator: torch.Generator | None = None) -> torch.Tensor:
