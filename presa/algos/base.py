@@ -155,6 +155,21 @@ class Algorithm(ABC):
         self.optimizer.load_state_dict(sd["optimizer"])
 
 
+class PoolBehaviourCloning(Algorithm):
+    """Behaviour cloning for all ``total_steps`` on a pool of transition indices ``self.pool``
+    that the subclass selects in ``__init__`` (BC-Safe-Seg, BC-Safe)."""
+
+    pool: torch.Tensor
+
+    def phase(self, step: int) -> str:
+        return "bc"
+
+    def update(self, step: int) -> dict[str, torch.Tensor | float]:
+        out = self.bc_update(self.pool)
+        out["pool"] = float(self.pool.shape[0])
+        return out
+
+
 def _cpu_generator(generator: torch.Generator) -> torch.Generator:
     """Weights are initialised on the CPU (same initial weights on every device): a CPU generator
     seeded from ``generator``'s device stream."""

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from feedbackgen.errors import FeedbackgenError
-from presa.algos.base import Algorithm, register
+from presa.algos.base import PoolBehaviourCloning, register
 from presa.config import TrainConfig
 from presa.data import TrainingData
 
@@ -42,7 +42,7 @@ def safe_episode_pool(data: TrainingData) -> torch.Tensor:
 
 
 @register("bc_safe")
-class BCSafe(Algorithm):
+class BCSafe(PoolBehaviourCloning):
     """Behaviour cloning on the ground-truth safe episodes (oracle reference)."""
 
     def __init__(self, cfg: TrainConfig, data: TrainingData, generator: torch.Generator) -> None:
@@ -55,11 +55,3 @@ class BCSafe(Algorithm):
         if safe_episode_pool(data).numel() == 0:
             raise FeedbackgenError(f"bc_safe: no episode of the store has cost ≤ {data.threshold:g}; "
                                    "choose a larger --threshold")
-
-    def phase(self, step: int) -> str:
-        return "bc"
-
-    def update(self, step: int) -> dict[str, torch.Tensor | float]:
-        out = self.bc_update(self.pool)
-        out["pool"] = float(self.pool.shape[0])
-        return out

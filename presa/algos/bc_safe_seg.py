@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from feedbackgen.errors import FeedbackgenError
-from presa.algos.base import Algorithm, register
+from presa.algos.base import PoolBehaviourCloning, register
 from presa.config import TrainConfig
 from presa.data import TrainingData
 
@@ -24,7 +24,7 @@ def safe_segment_pool(data: TrainingData) -> torch.Tensor:
 
 
 @register("bc_safe_seg")
-class BCSafeSeg(Algorithm):
+class BCSafeSeg(PoolBehaviourCloning):
     """Behaviour cloning on the transitions of safe-labelled segments."""
 
     needs_safety = True
@@ -40,11 +40,3 @@ class BCSafeSeg(Algorithm):
             raise FeedbackgenError(f"bc_safe_seg: no segment is labelled safe at threshold "
                                    f"{data.threshold:g}; "
                                    "choose a larger --threshold or a store with safe segments")
-
-    def phase(self, step: int) -> str:
-        return "bc"
-
-    def update(self, step: int) -> dict[str, torch.Tensor | float]:
-        out = self.bc_update(self.pool)
-        out["pool"] = float(self.pool.shape[0])
-        return out
