@@ -55,6 +55,13 @@ class Recipe:
         cost_limits: episode cost limits of cost-limited members: PPO whose λ follows dual ascent
             (λ += lagrange_lr · (mean episode cost − limit) after each rollout, from
             lagrange_init), the way Lagrangian safe-RL methods trade reward for cost.
+        shares: episode shares of named members (file stem, e.g. ``ppo_lam0_100``); every other
+            member has share 1. Giving the reckless members the larger share is what makes
+            BC-All unsafe, as in DSRL's data: behaviour cloning of a mixture whose majority is
+            cautious collapses onto the cautious mode (a deterministic policy regresses to the
+            conditional mean action, then only visits states the cautious members cover).
+        record_frames: render every K-th step into ``data.frames.hdf5`` (0: none), for
+            ``feedbackgen annotate``; ``frame_episodes``: only in the first N episodes.
     """
 
     task: str
@@ -68,6 +75,9 @@ class Recipe:
     cost_limits: tuple[float, ...] = ()
     lagrange_init: float = 1.0
     lagrange_lr: float = 0.02
+    shares: tuple[tuple[str, float], ...] = ()
+    record_frames: int = 0
+    frame_episodes: int | None = None
 
 
 # Reward per step differs by task (full speed: BallRun ~16, CarRun ~6, BallCircle ~2.5) while a cost
@@ -76,13 +86,20 @@ class Recipe:
 # λ = 3 cost ~1. Fixed-λ policies are nearly all-or-nothing, so cost-limited members (λ by dual
 # ascent towards an episode cost limit) fill in the middle of the cost range. CarCircle is left
 # out: PPO needs far more than a few minutes to learn it.
+# Collection (v2 of BallRun-mini and CarRun-mini): action noise up to 0.3 of the half-range (up to
+# 1.2-1.5 in v1 made most episodes noise-dominated) and a reckless majority. With v1's equal shares
+# BC-All was as safe as BC-Safe (cost 0 on both datasets); with these shares BC-All is unsafe and
+# BC-Safe safe (results/bc-check).
 RECIPES = {
     "BallRun": Recipe("BallRun", lambdas=(0.0, 5.0, 12.0), cost_limits=(10.0, 25.0, 50.0), lagrange_init=5.0,
-                      lagrange_lr=0.01, train_steps=32_000, episodes=500, noise=(0.0, 1.5)),
+                      lagrange_lr=0.01, train_steps=32_000, episodes=500, noise=(0.0, 0.3),
+                      shares=(("ppo_lam0_100", 4.0), ("ppo_lam5_100", 4.0), ("ppo_lim50_100", 4.0)),
+                      record_frames=2, frame_episodes=40),
     "BallCircle": Recipe("BallCircle", lambdas=(0.0, 4.0), cost_limits=(10.0, 25.0, 50.0), lagrange_init=1.5,
                          lagrange_lr=0.01, train_steps=24_000, episodes=300, noise=(0.0, 1.2)),
     "CarRun": Recipe("CarRun", lambdas=(0.0, 12.0), cost_limits=(25.0,), lagrange_init=4.0,
-                     lagrange_lr=0.02, train_steps=24_000, episodes=300, noise=(0.0, 1.2)),
+                     lagrange_lr=0.02, train_steps=24_000, episodes=300, noise=(0.0, 0.3),
+                     shares=(("ppo_lam0_100", 4.0), ("ppo_lim25_100", 2.0))),
 }
 
 
@@ -228,25 +245,35 @@ def zoo_members(recipe: Recipe) -> list[Path]:
     return paths
 
 
-def collect_mixture(recipe: Recipe, workers: int | None, record_frames: int = 0,
-                    frame_episodes: int | None = None) -> Path:
+def member_shares(recipe: Recipe, members: list[Path]) -> list[float]:
+    """Episode share of each zoo member: the recipe's ``shares`` (else 1), scaled to 1 - ``random_share``."""
+    named = dict(recipe.shares)
+    unknown = set(named) - {p.stem for p in members}
+    if unknown:
+        raise FeedbackgenError(f"recipe {recipe.task} gives shares to unknown members {sorted(unknown)}: "
+                               f"use the file stems of datasets/recipes/zoo/{recipe.task}/*.zip")
+    raw = np.array([named.get(p.stem, 1.0) for p in members], dtype=float)
+    return list((1.0 - recipe.random_share) * raw / raw.sum())
+
+
+def collect_mixture(recipe: Recipe, workers: int | None) -> Path:
     """Collect the zoo mixture into datasets/<Task>-mini (replaces an existing one).
 
-    ``record_frames`` K > 0 also renders every K-th step (64×64, CPU renderer) of the first
-    ``frame_episodes`` episodes into ``data.frames.hdf5`` for ``feedbackgen annotate``; the
-    transitions are the same with or without frames.
+    With the recipe's ``record_frames`` K > 0 it also renders every K-th step (64×64, CPU renderer)
+    of the first ``frame_episodes`` episodes into ``data.frames.hdf5`` for ``feedbackgen annotate``;
+    the transitions are the same with or without frames.
     """
     from feedbackgen.collect import CollectConfig, collect
 
     members = zoo_members(recipe)
-    zoo_share = (1.0 - recipe.random_share) / len(members)
-    policies = [(f"sb3:{p.relative_to(ROOT)}", zoo_share) for p in members]
+    shares = member_shares(recipe, members)
+    policies = [(f"sb3:{p.relative_to(ROOT)}", share) for p, share in zip(members, shares, strict=True)]
     if recipe.random_share > 0:
         policies.append(("random", recipe.random_share))
     cfg = CollectConfig(task=recipe.task, out=dataset_dir(recipe.task).relative_to(ROOT),
                         episodes=recipe.episodes, policies=tuple(policies), noise=recipe.noise,
                         seed=recipe.seed, workers=workers, name=f"{recipe.task}-mini", overwrite=True,
-                        record_frames=record_frames, frame_episodes=frame_episodes)
+                        record_frames=recipe.record_frames, frame_episodes=recipe.frame_episodes)
     t0 = time.time()
     last = [0.0]
 
@@ -308,6 +335,15 @@ def write_card(recipe: Recipe) -> Path:
                           for k in task["thresholds"])
     keys_tail = "rewards, costs, terminals, timeouts"
     lam_text = ", ".join(f"{x:g}" for x in recipe.lambdas)
+    lim_text = (f", and cost-limited PPO (λ by dual ascent) for episode cost limits "
+                f"{{{', '.join(f'{x:g}' for x in recipe.cost_limits)}}}" if recipe.cost_limits else "")
+    if recipe.shares:
+        share_text = ("a mixture of the {n} policies with episode shares " +
+                      ", ".join(f"{name} {w:g}" for name, w in recipe.shares) + " and 1 for the others "
+                      "(reckless majority, as in DSRL's data)")
+    else:
+        share_text = "an equal-share mixture of the {n} policies"
+    share_text = share_text.format(n=len(labels))
     snap_text = ", ".join(f"{x:.0%}" for x in recipe.snapshots)
     card = f"""# {task['name']}
 
@@ -344,10 +380,10 @@ Episodes with cost under each threshold κ:
 
 ## How it was made
 
-Behaviour zoo: stable-baselines3 PPO trained on reward − λ·cost for λ ∈ {{{lam_text}}}
+Behaviour zoo: stable-baselines3 PPO trained on reward − λ·cost for λ ∈ {{{lam_text}}}{lim_text}
 ({recipe.train_steps} steps each; snapshots at {snap_text} of the steps are kept as policies
-of different skill). Collection: `feedbackgen.collect` with an equal-share mixture of the
-{len(labels)} policies, deterministic actions plus per-episode Gaussian noise with std drawn from
+of different skill). Collection: `feedbackgen.collect` with {share_text}, deterministic actions
+plus per-episode Gaussian noise with std drawn from
 U({recipe.noise[0]:g}, {recipe.noise[1]:g}) × action half-range, clipped; seed {recipe.seed}.
 
 | policy | episodes | mean reward | mean cost |
@@ -379,10 +415,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage", choices=("all", "train", "collect", "card"), default="all")
     parser.add_argument("--retrain", action="store_true", help="retrain zoo members that already exist")
     parser.add_argument("--workers", type=int, default=None, help="collection workers (default: all cores)")
-    parser.add_argument("--record-frames", type=int, default=0, metavar="K",
-                        help="also record frames of every K-th step for `feedbackgen annotate` (0: none)")
-    parser.add_argument("--frame-episodes", type=int, default=None, metavar="N",
-                        help="with --record-frames: only the first N episodes (keeps the dataset small)")
     args = parser.parse_args(argv)
     recipe = RECIPES[args.task]
     os.chdir(ROOT)  # policy paths in the collection record are relative to the repository root
@@ -390,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.stage in ("all", "train"):
             train(recipe, retrain=args.retrain)
         if args.stage in ("all", "collect"):
-            collect_mixture(recipe, args.workers, args.record_frames, args.frame_episodes)
+            collect_mixture(recipe, args.workers)
         if args.stage in ("all", "collect", "card"):
             print(write_card(recipe))
     except FeedbackgenError as exc:
