@@ -809,46 +809,60 @@ def run_sweep(spec: SweepSpec, *, max_cells: int | None = None, report: bool = T
     """
     if spec.backend == "ray" and not ray_available():
         raise FeedbackgenError(RAY_MISSING)
-    with _lock(spec.out):
-        stores, cells = plan(spec, progress)
-        _atomic_write(spec.out / "grid.yaml", yaml.safe_dump(spec.to_dict(), sort_keys=False))
-        records: dict[str, dict[str, Any]] = {}
-        todo: list[Cell] = []
-        result = SweepResult(out=spec.out, cells=cells, records=records)
-        for c in cells:
-            action = cell_action(c)
-            if action == "skip":
-                records[c.id] = run_cell(c.to_dict())  # checks the config, reads the evaluation
-                if records[c.id]["status"] == "done":
-                    result.skipped.append(c.id)
-                else:
-                    result.failed.append(c.id)
-                    if on_cell is not None:
-                        on_cell(c, records[c.id])
+    created = not spec.out.exists()
+    planned = False
+    try:
+        with _lock(spec.out):
+            stores, cells = plan(spec, progress)
+            planned = True
+            return _run_cells(spec, cells, max_cells=max_cells, report=report, on_cell=on_cell)
+    except FeedbackgenError:
+        if created and not planned:  # a grid refused before any cell ran leaves no folder behind
+            shutil.rmtree(spec.out, ignore_errors=True)
+        raise
+
+
+def _run_cells(spec: SweepSpec, cells: list[Cell], *, max_cells: int | None, report: bool,
+               on_cell: CellCallback | None) -> SweepResult:
+    """The body of :func:`run_sweep` once the stores exist and the cells are planned (lock held)."""
+    _atomic_write(spec.out / "grid.yaml", yaml.safe_dump(spec.to_dict(), sort_keys=False))
+    records: dict[str, dict[str, Any]] = {}
+    todo: list[Cell] = []
+    result = SweepResult(out=spec.out, cells=cells, records=records)
+    for c in cells:
+        action = cell_action(c)
+        if action == "skip":
+            records[c.id] = run_cell(c.to_dict())  # checks the config, reads the evaluation
+            if records[c.id]["status"] == "done":
+                result.skipped.append(c.id)
             else:
-                todo.append(c)
-        if max_cells is not None:
-            todo, rest = todo[:max_cells], todo[max_cells:]
-            result.left = [c.id for c in rest]
-        result.manifest = write_manifest(spec, cells, records)
+                result.failed.append(c.id)
+                if on_cell is not None:
+                    on_cell(c, records[c.id])
+        else:
+            todo.append(c)
+    if max_cells is not None:
+        todo, rest = todo[:max_cells], todo[max_cells:]
+        result.left = [c.id for c in rest]
+    result.manifest = write_manifest(spec, cells, records)
 
-        def done(cell: Cell, record: dict[str, Any]) -> None:
-            records[cell.id] = record
-            (result.ran if record["status"] == "done" else result.failed).append(cell.id)
-            write_manifest(spec, cells, records)
-            if on_cell is not None:
-                on_cell(cell, record)
+    def done(cell: Cell, record: dict[str, Any]) -> None:
+        records[cell.id] = record
+        (result.ran if record["status"] == "done" else result.failed).append(cell.id)
+        write_manifest(spec, cells, records)
+        if on_cell is not None:
+            on_cell(cell, record)
 
-        if todo:
-            if spec.backend == "ray":
-                _run_ray(todo, spec.threads, done)
-            else:
-                _run_local(todo, spec.workers or default_workers(), done)
-        result.manifest = write_manifest(spec, cells, records)
-        if report and result.done:
-            from presa.report import build_report, write_report
+    if todo:
+        if spec.backend == "ray":
+            _run_ray(todo, spec.threads, done)
+        else:
+            _run_local(todo, spec.workers or default_workers(), done)
+    result.manifest = write_manifest(spec, cells, records)
+    if report and result.done:
+        from presa.report import build_report, write_report
 
-            evaluated = [records[c.id]["eval_json"] for c in cells
-                         if records.get(c.id, {}).get("status") == "done"]
-            result.report = write_report(build_report(evaluated), spec.out / "report")
-        return result
+        evaluated = [records[c.id]["eval_json"] for c in cells
+                     if records.get(c.id, {}).get("status") == "done"]
+        result.report = write_report(build_report(evaluated), spec.out / "report")
+    return result

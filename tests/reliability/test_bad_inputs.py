@@ -212,10 +212,10 @@ def test_mixed_labels_make_no_warning(store: Path, good: Path, tmp_path: Path, c
 
 
 # ---------------------------------------------------------------------------- broken stores
-def _schema_v2(store: Path, dest: Path) -> Path:
+def _schema_v3(store: Path, dest: Path) -> Path:  # the newest this toolkit reads is 2
     shutil.copytree(store, dest)
     meta = json.loads((dest / "zarr.json").read_text())
-    meta["attributes"]["schema_version"] = 2
+    meta["attributes"]["schema_version"] = 3
     (dest / "zarr.json").write_text(json.dumps(meta))
     return dest
 
@@ -243,7 +243,7 @@ def _missing_array(store: Path, dest: Path) -> Path:
 
 
 BROKEN = {"missing": (_missing, "does not exist"), "not a store": (_not_a_store, "not a feedback store"),
-          "schema v2": (_schema_v2, "schema version 2"),
+          "schema v3": (_schema_v3, "schema version 3"),
           "truncated zarr.json": (_bad_json, "not a feedback store"),
           "missing array": (_missing_array, "missing array 'safety/label'")}
 
@@ -338,6 +338,9 @@ def test_report_and_sweep_refuse_bad_targets(tmp_path: Path, cli) -> None:
     res = cli.presa("sweep", "--out", tmp_path / "sw", "--store", tmp_path / "none.zarr",
                     "--methods", "presa")
     cli.one_error_line(res, "does not exist")
+    res = cli.presa("sweep", "--out", tmp_path / "sw", "--task", "NoSuchTask", "--methods", "presa")
+    cli.one_error_line(res, "unknown task")
+    assert cli.snapshot(tmp_path) == before  # a refused grid leaves no output folder behind
 
 
 def test_collect_and_plot_refuse_unknown_tasks(tmp_path: Path, cli) -> None:
