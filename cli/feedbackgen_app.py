@@ -157,7 +157,7 @@ def _info_record(path: Path) -> dict[str, Any]:
     data = open_store(path, lazy=True)
     return {
         "path": str(path), "store_id": data.store_id, "schema_version": data.schema_version,
-        "has_oracle": data.oracle is not None,
+        "next_observations": data.next_observations_form, "has_oracle": data.oracle is not None,
         "counts": {"transitions": data.n_transitions, "episodes": data.n_episodes,
                    "segments": data.n_segments, "pairs": int(data.pref_a.shape[0]),
                    "safety_segments": int(data.safety_segment.shape[0]), "obs_dim": data.obs_dim,

@@ -1,10 +1,13 @@
 """The feedback store: one self-contained Zarr v3 directory (or a stored zip of one).
 
-Layout (schema version 1); every array name below is part of the format::
+Layout (schema version 2); every array name below is part of the format::
 
-    /                          attrs: schema_version, store_id, metadata{...}, quality{...}
+    /                          attrs: schema_version, store_id, metadata{...}, quality{...},
+                                      next_observations ("derived" | "explicit"), has_oracle
     transitions/observations   (N, obs) float32
-    transitions/next_observations (N, obs) float32
+    transitions/final_next_observations (E, obs) float32   only when next_observations is "derived":
+                                  the next observation of each episode's last transition
+    transitions/next_observations (N, obs) float32         only when next_observations is "explicit"
     transitions/actions        (N, act) float32
     transitions/episode        (N,) int32     episode index of each transition
     transitions/terminations   (N,) bool      DSRL ``terminals``
@@ -24,7 +27,20 @@ Layout (schema version 1); every array name below is part of the format::
         rewards (N,), costs (N,), episode_reward (E,), episode_cost (E,),
         segment_return (S,), segment_cost (S,), pref_label (P,), safety_label (M, K)
 
-Optional arrays (still schema version 1; a store without them is read as before):
+Next observations (schema version 2). Inside an episode ``next_observations[i]`` is
+``observations[i + 1]``, so a store written by :func:`write_store` keeps only each episode's last
+one, in ``transitions/final_next_observations`` (row ``e`` = the next observation of the last step
+of episode ``e``, whose index is ``episodes/start[e] + episodes/length[e] - 1``), and the root
+attribute ``next_observations`` is ``"derived"``. The writer checks this bit for bit (float32)
+while it streams the observations; if any row inside an episode differs from the next observation
+(some recorded datasets have such rows), or the episode table cannot carry the derivation, it
+writes the full ``transitions/next_observations`` array as in schema 1 and the attribute is
+``"explicit"``. Readers see the same ``FeedbackData.next_observations`` either way: for a
+derived store it is rebuilt on slicing (:class:`DerivedNextObservations`), or in memory when
+opened eagerly. Schema version 1 (no ``next_observations`` attribute, always the explicit
+array) is still read; every write produces schema version 2.
+
+Optional arrays (schema versions 1 and 2; a store without them is read as before):
 
     preferences/source       (P,) int16    index into metadata ``label_sources``
     preferences/time         (P,) float64  unix time of the answer, NaN if unknown
@@ -58,9 +74,13 @@ import numpy as np
 
 from feedbackgen.errors import FeedbackgenError
 
-SCHEMA_VERSION = 1
-SUPPORTED_SCHEMA_VERSIONS = (1,)
+SCHEMA_VERSION = 2
+SUPPORTED_SCHEMA_VERSIONS = (1, 2)
 TRANSITION_CHUNK_ROWS = 65_536
+NEXT_OBS_DERIVED = "derived"
+NEXT_OBS_EXPLICIT = "explicit"
+FINAL_NEXT_OBSERVATIONS = "transitions/final_next_observations"
+_OBSERVATION_ARRAYS = ("transitions/observations", "transitions/next_observations")
 
 # (group, array) -> (dtype, field name on FeedbackData / OracleData)
 _MAIN_ARRAYS: dict[str, tuple[str, str]] = {
@@ -124,7 +144,12 @@ class OracleData:
 @dataclass
 class FeedbackData:
     """Everything a store holds. Arrays are numpy arrays, or (when written or opened lazily) any
-    array-like with ``shape``, ``dtype`` and slicing (h5py datasets, zarr arrays)."""
+    array-like with ``shape``, ``dtype`` and slicing (h5py datasets, zarr arrays).
+
+    ``next_observations_form`` and ``final_next_observations`` say how an opened store holds
+    ``next_observations`` (``"derived"``: only ``final_next_observations`` is stored, see the
+    module docstring); :func:`write_store` ignores them and decides the form itself.
+    """
 
     observations: Any
     next_observations: Any
@@ -159,6 +184,8 @@ class FeedbackData:
     safety_single: Any = None
     frame_index: Any = None
     frame_images: Any = None
+    next_observations_form: str = NEXT_OBS_EXPLICIT
+    final_next_observations: Any = None
 
     @property
     def n_transitions(self) -> int:
@@ -207,28 +234,100 @@ def _compressor():
     return BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
 
 
+def _create_array(group, name: str, shape: tuple[int, ...], dtype: str):
+    """Create ``name`` in ``group`` with the store's chunking (about 4 MB per chunk of rows)."""
+    rows = TRANSITION_CHUNK_ROWS
+    if len(shape) == 2 and shape[1] > 0:
+        rows = max(1024, min(rows, (4 << 20) // (4 * shape[1])))
+    elif len(shape) > 2:  # images: about 1 MB per chunk
+        row_bytes = max(1, int(np.prod(shape[1:])) * np.dtype(dtype).itemsize)
+        rows = max(1, (1 << 20) // row_bytes)
+    chunks = (max(1, min(rows, shape[0] if shape[0] else 1)),) + shape[1:]
+    return group.create_array(name, shape=shape, dtype=dtype, chunks=chunks, compressors=_compressor())
+
+
 def _copy_array(group, name: str, src, dtype: str) -> None:
     """Create ``name`` in ``group`` and copy ``src`` into it in row chunks (streams h5py/zarr)."""
     src_shape = tuple(int(s) for s in src.shape)
-    rows = TRANSITION_CHUNK_ROWS
-    if len(src_shape) == 2 and src_shape[1] > 0:
-        rows = max(1024, min(rows, (4 << 20) // (4 * src_shape[1])))
-    elif len(src_shape) > 2:  # images: about 1 MB per chunk
-        row_bytes = max(1, int(np.prod(src_shape[1:])) * np.dtype(dtype).itemsize)
-        rows = max(1, (1 << 20) // row_bytes)
-    chunks = (max(1, min(rows, src_shape[0] if src_shape[0] else 1)),) + src_shape[1:]
-    arr = group.create_array(name, shape=src_shape, dtype=dtype, chunks=chunks, compressors=_compressor())
-    n = src_shape[0]
-    for lo in range(0, n, chunks[0]):
-        hi = min(n, lo + chunks[0])
+    arr = _create_array(group, name, src_shape, dtype)
+    n, rows = src_shape[0], arr.chunks[0]
+    for lo in range(0, n, rows):
+        hi = min(n, lo + rows)
         arr[lo:hi] = np.asarray(src[lo:hi], dtype=dtype)
+
+
+def episode_ends(episode_start: Any, episode_length: Any, n_transitions: int) -> np.ndarray | None:
+    """Index of each episode's last transition, or None when they cannot carry derived next
+    observations (not strictly increasing, outside ``[0, N)``, or the last is not ``N - 1``)."""
+    start = np.asarray(episode_start[...], dtype=np.int64).reshape(-1)
+    length = np.asarray(episode_length[...], dtype=np.int64).reshape(-1)
+    if start.shape != length.shape or start.size == 0 or n_transitions < 1:
+        return None
+    ends = start + length - 1
+    if ends[0] < 0 or ends[-1] != n_transitions - 1 or (np.diff(ends) <= 0).any():
+        return None
+    return ends
+
+
+def _same_bits(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per row: whether two float32 blocks are bitwise identical (NaN payloads and -0.0 count)."""
+    return (a.view(np.uint32) == b.view(np.uint32)).all(axis=1)
+
+
+def _write_observations(group, data: FeedbackData) -> str:
+    """Write ``transitions/observations`` and the next observations; return the form used.
+
+    One pass streams the observations and the next observations together in row chunks and
+    checks bit for bit that ``next_observations[i] == observations[i + 1]`` wherever ``i`` is not
+    the last step of its episode, keeping the last steps' rows. If that holds everywhere, only
+    those rows are written (``transitions/final_next_observations``, ``"derived"``); otherwise
+    the next observations are streamed again into the full array (``"explicit"``).
+    """
+    obs, nobs = data.observations, data.next_observations
+    shape = tuple(int(s) for s in obs.shape)
+    ends = None
+    if len(shape) == 2 and tuple(int(s) for s in nobs.shape) == shape:
+        ends = episode_ends(data.episode_start, data.episode_length, shape[0])
+    if ends is None:
+        _copy_array(group, "transitions/observations", obs, "float32")
+        _copy_array(group, "transitions/next_observations", nobs, "float32")
+        return NEXT_OBS_EXPLICIT
+    n = shape[0]
+    is_end = np.zeros(n, dtype=bool)
+    is_end[ends] = True
+    final = np.empty((ends.size, shape[1]), dtype=np.float32)
+    arr = _create_array(group, "transitions/observations", shape, "float32")
+    rows = arr.chunks[0]
+    derivable = True
+    carry = None  # next_observations[lo - 1] when lo - 1 is not an episode's last step
+    for lo in range(0, n, rows):
+        hi = min(n, lo + rows)
+        o = np.ascontiguousarray(obs[lo:hi], dtype=np.float32)
+        arr[lo:hi] = o
+        nx = np.ascontiguousarray(nobs[lo:hi], dtype=np.float32)
+        k0, k1 = np.searchsorted(ends, (lo, hi))
+        final[k0:k1] = nx[ends[k0:k1] - lo]
+        if derivable:
+            if carry is not None and not _same_bits(carry[None], o[:1])[0]:
+                derivable = False
+            elif hi - lo > 1 and not (_same_bits(nx[:-1], o[1:]) | is_end[lo:hi - 1]).all():
+                derivable = False
+            carry = None if is_end[hi - 1] else nx[-1].copy()
+    if derivable:
+        out = _create_array(group, FINAL_NEXT_OBSERVATIONS, final.shape, "float32")
+        out[...] = final
+        return NEXT_OBS_DERIVED
+    _copy_array(group, "transitions/next_observations", nobs, "float32")
+    return NEXT_OBS_EXPLICIT
 
 
 def write_store(path: str | Path, data: FeedbackData, *, overwrite: bool = False) -> Path:
     """Write ``data`` as a store at ``path``, atomically.
 
     The store is built in a hidden sibling directory and renamed into place only when complete,
-    so an interrupted write leaves nothing under the final name.
+    so an interrupted write leaves nothing under the final name. It is always written in the
+    current schema version; ``next_observations`` is stored derived where it can be (see the
+    module docstring), and a ``schema_version`` entry in ``data.metadata`` is set to it.
 
     Raises:
         FeedbackgenError: ``path`` exists and ``overwrite`` is false, or it is not writable.
@@ -246,20 +345,26 @@ def write_store(path: str | Path, data: FeedbackData, *, overwrite: bool = False
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         root = zarr.open_group(store=str(tmp), mode="w-", zarr_format=3)
+        form = _write_observations(root, data)
         for name, (dtype, attr) in _MAIN_ARRAYS.items():
-            _copy_array(root, name, getattr(data, attr), dtype)
+            if name not in _OBSERVATION_ARRAYS:
+                _copy_array(root, name, getattr(data, attr), dtype)
         if data.oracle is not None:
             for name, (dtype, attr) in _ORACLE_ARRAYS.items():
                 _copy_array(root, name, getattr(data.oracle, attr), dtype)
         for name, (dtype, attr) in _OPTIONAL_ARRAYS.items():
             if getattr(data, attr) is not None:
                 _copy_array(root, name, getattr(data, attr), dtype)
+        metadata = data.metadata
+        if isinstance(metadata, dict) and "schema_version" in metadata:
+            metadata = {**metadata, "schema_version": SCHEMA_VERSION}
         root.attrs.update(_jsonable({
             "schema_version": SCHEMA_VERSION,
             "store_id": data.store_id,
-            "metadata": data.metadata,
+            "metadata": metadata,
             "quality": data.quality,
             "has_oracle": data.oracle is not None,
+            "next_observations": form,
         }))
         _replace(tmp, path)
     except BaseException:
@@ -368,6 +473,91 @@ class _CheckedArray:
         return getattr(self._array, name)
 
 
+class DerivedNextObservations:
+    """``next_observations`` of a store that keeps only each episode's last one (schema 2, derived).
+
+    Row ``i`` is ``observations[i + 1]``, except at the last step of episode ``e``, where it is
+    ``final_next_observations[e]``. Read on slicing, like the other lazy arrays: a slice of rows
+    reads the matching observations (one row more) and the final rows of the episodes that end
+    inside it. Supports ``shape``, ``dtype``, ``len()``, ``numpy.asarray`` and numpy-style keys
+    (row slices, integers, index arrays and masks, optionally followed by column keys).
+    """
+
+    def __init__(self, observations: Any, final: Any, episode_start: Any, episode_length: Any,
+                 path: Path | None = None) -> None:
+        self._obs, self._final = observations, final
+        self._episode_start, self._episode_length = episode_start, episode_length
+        self._path = path
+        self._ends: np.ndarray | None = None
+        self.shape = tuple(int(x) for x in observations.shape)
+        self.dtype = np.dtype("float32")
+        self.ndim = len(self.shape)
+
+    @property
+    def final(self) -> Any:
+        """The stored ``transitions/final_next_observations`` array."""
+        return self._final
+
+    def ends(self) -> np.ndarray:
+        """Index of each episode's last transition (checked against the stored final rows).
+
+        Raises:
+            FeedbackgenError: the episode table and ``final_next_observations`` do not fit.
+        """
+        if self._ends is None:
+            n = self.shape[0] if self.shape else 0
+            ends = episode_ends(self._episode_start, self._episode_length, n)
+            final_shape = tuple(int(x) for x in self._final.shape)
+            if ends is None or self.ndim != 2 or final_shape != (ends.size, self.shape[1]):
+                where = f"{self._path}: " if self._path is not None else ""
+                raise FeedbackgenError(
+                    f"{where}{FINAL_NEXT_OBSERVATIONS} {final_shape} does not fit the episode table "
+                    "(episodes must end in increasing order at the last transition, one row each); "
+                    "the store is damaged, remake it with `feedbackgen make`")
+            self._ends = ends
+        return self._ends
+
+    def _rows(self, lo: int, hi: int) -> np.ndarray:
+        """Rows ``lo:hi`` (``0 <= lo <= hi <= N``)."""
+        dim = self.shape[1]
+        if hi <= lo:
+            return np.empty((0, dim), dtype=np.float32)
+        ends = self.ends()
+        top = min(hi + 1, self.shape[0])
+        out = np.empty((hi - lo, dim), dtype=np.float32)
+        out[:top - lo - 1] = np.asarray(self._obs[lo + 1:top], dtype=np.float32)
+        k0, k1 = (int(k) for k in np.searchsorted(ends, (lo, hi)))
+        if k1 > k0:
+            out[ends[k0:k1] - lo] = np.asarray(self._final[k0:k1], dtype=np.float32)
+        return out
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        rows, rest = (key[0], key[1:]) if key else (slice(None), ())
+        n = self.shape[0]
+        if rows is Ellipsis:
+            rows = slice(None)
+        if isinstance(rows, (int, np.integer)):
+            i = int(rows) + n if int(rows) < 0 else int(rows)
+            if not 0 <= i < n:
+                raise IndexError(f"index {int(rows)} is out of bounds for axis 0 with size {n}")
+            return self._rows(i, i + 1)[0][rest] if rest else self._rows(i, i + 1)[0]
+        elif isinstance(rows, slice) and rows.indices(n)[2] == 1:
+            lo, hi, _ = rows.indices(n)
+            out = self._rows(lo, max(lo, hi))
+        else:
+            idx = np.arange(n)[rows]
+            out = (self._rows(int(idx.min()), int(idx.max()) + 1)[idx - idx.min()] if idx.size
+                   else np.empty((0, self.shape[1]), dtype=np.float32))
+        return out[(slice(None), *rest)] if rest else out
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return np.asarray(self[...], dtype=dtype)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+
 def open_store(path: str | Path, *, lazy: bool = False) -> FeedbackData:
     """Open a store (directory or published zip) and check its schema version.
 
@@ -400,15 +590,25 @@ def open_store(path: str | Path, *, lazy: bool = False) -> FeedbackData:
                                "upgrade the toolkit or remake the store")
 
     def get(name: str) -> Any:
-        try:
-            arr = root[name]
-        except KeyError:
-            raise FeedbackgenError(f"{path} is missing array '{name}'; the store is damaged, "
-                                   "remake it with `feedbackgen make`") from None
-        checked = _CheckedArray(arr, name, path)
+        checked = _CheckedArray(_get_array(root, name, path), name, path)
         return checked if lazy else checked[...]
 
-    values = {attr: get(name) for name, (_, attr) in _MAIN_ARRAYS.items()}
+    form = attrs.get("next_observations", NEXT_OBS_EXPLICIT) if version >= 2 else NEXT_OBS_EXPLICIT
+    if form not in (NEXT_OBS_DERIVED, NEXT_OBS_EXPLICIT):
+        raise FeedbackgenError(f"{path} has next_observations form {form!r} (expected "
+                               f"{NEXT_OBS_DERIVED!r} or {NEXT_OBS_EXPLICIT!r}); the store is damaged, "
+                               "remake it with `feedbackgen make`")
+    derived = form == NEXT_OBS_DERIVED
+    values = {attr: get(name) for name, (_, attr) in _MAIN_ARRAYS.items()
+              if not (derived and name == "transitions/next_observations")}
+    if derived:
+        final = _CheckedArray(_get_array(root, FINAL_NEXT_OBSERVATIONS, path), FINAL_NEXT_OBSERVATIONS, path)
+        view = DerivedNextObservations(_CheckedArray(root["transitions/observations"],
+                                                     "transitions/observations", path),
+                                       final, values["episode_start"], values["episode_length"], path)
+        values["next_observations"] = view if lazy else view[...]
+        values["final_next_observations"] = final if lazy else final[...]
+    values["next_observations_form"] = form
     for name, (_, attr) in _OPTIONAL_ARRAYS.items():
         group, _, leaf = name.partition("/")
         try:
@@ -425,8 +625,17 @@ def open_store(path: str | Path, *, lazy: bool = False) -> FeedbackData:
                         schema_version=int(version), path=path)
 
 
+def _get_array(root: Any, name: str, path: Path) -> Any:
+    try:
+        return root[name]
+    except KeyError:
+        raise FeedbackgenError(f"{path} is missing array '{name}'; the store is damaged, "
+                               "remake it with `feedbackgen make`") from None
+
+
 def array_names(include_oracle: bool = True) -> list[str]:
-    """Every array path of the schema (used by ``validate``)."""
+    """Every array path of the schema as :class:`FeedbackData` exposes it (``transitions/
+    next_observations`` included, whether it is stored or derived)."""
     names = list(_MAIN_ARRAYS)
     if include_oracle:
         names += list(_ORACLE_ARRAYS)
@@ -434,7 +643,7 @@ def array_names(include_oracle: bool = True) -> list[str]:
 
 
 def optional_arrays() -> dict[str, tuple[str, str]]:
-    """The optional arrays of schema version 1: ``path -> (dtype, field name on FeedbackData)``."""
+    """The optional arrays: ``path -> (dtype, field name on FeedbackData)``."""
     return dict(_OPTIONAL_ARRAYS)
 
 
@@ -446,7 +655,8 @@ def schema_arrays(include_oracle: bool = True) -> dict[str, tuple[str, str, bool
     """Every array of the schema: ``path -> (dtype, field name, is_oracle)`` (used by verify/strip).
 
     The field name is the attribute on :class:`FeedbackData` (or on :class:`OracleData` when
-    ``is_oracle``).
+    ``is_oracle``). ``transitions/next_observations`` is listed for every store: in a store whose
+    next observations are derived it names :class:`DerivedNextObservations`, not a stored array.
     """
     out = {name: (dtype, attr, False) for name, (dtype, attr) in _MAIN_ARRAYS.items()}
     if include_oracle:

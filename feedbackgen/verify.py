@@ -3,9 +3,13 @@
 - :func:`validate_store`: structural integrity, without the source: every array present with its
   dtype and a consistent shape, index ranges (segments inside their episode, pairs and safety
   rows pointing at existing segments), label values, finite transitions, the oracle consistent
-  with itself, and the metadata keys the schema promises.
+  with itself, and the metadata keys the schema promises. In a store with derived next
+  observations (schema 2) the stored ``transitions/final_next_observations`` is checked (dtype,
+  one row per episode, finite) instead of a full next-observations array.
 - :func:`verify_store`: recompute the store from its recorded source and parameters and compare
-  every array (and the store id, quality summary and content metadata) exactly.
+  every array (and the store id, quality summary and content metadata) exactly. Derived next
+  observations are compared row by row with the source's ``next_observations``, so a tampered
+  final row, or a source whose next observations do not continue the episode, is a mismatch.
 
 Both return a report; a store is sound when the report's ``problems``/``mismatches`` are empty.
 """
@@ -21,7 +25,14 @@ import numpy as np
 
 from feedbackgen.errors import FeedbackgenError
 from feedbackgen.sources import SCAN_CHUNK_ROWS, episode_sums
-from feedbackgen.store import _jsonable, open_store, optional_arrays, schema_arrays
+from feedbackgen.store import (
+    FINAL_NEXT_OBSERVATIONS,
+    NEXT_OBS_DERIVED,
+    _jsonable,
+    open_store,
+    optional_arrays,
+    schema_arrays,
+)
 
 STORE_ID_RE = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+-v\d+$")
 REQUIRED_METADATA: dict[str, tuple[str, ...]] = {
@@ -119,6 +130,14 @@ def validate_store(path: str | Path) -> ValidationReport:
         arr = getattr(data.oracle if is_oracle else data, attr)
         shapes_ok &= check(tuple(arr.shape) == expected[name],
                            f"{name} has shape {tuple(arr.shape)}, expected {expected[name]}")
+    derived = data.next_observations_form == NEXT_OBS_DERIVED
+    if derived:  # the stored part of the next observations: one row per episode
+        final = data.final_next_observations
+        check(np.dtype(final.dtype) == np.float32,
+              f"{FINAL_NEXT_OBSERVATIONS} has dtype {final.dtype}, expected float32")
+        want = (E, obs.shape[1] if len(obs.shape) == 2 else -1)
+        shapes_ok &= check(tuple(final.shape) == want,
+                           f"{FINAL_NEXT_OBSERVATIONS} has shape {tuple(final.shape)}, expected {want}")
     shapes_ok &= check(len(obs.shape) == 2 and len(act.shape) == 2, "observations/actions must be 2-D")
     if not shapes_ok:
         return rep  # index checks below would be meaningless
@@ -161,9 +180,13 @@ def validate_store(path: str | Path) -> ValidationReport:
 
     _check_optional(data, check, N=N, P=P, M=M, K=K)
 
-    for name, arr in (("observations", obs), ("next_observations", nobs), ("actions", act)):
+    # derived next observations are observations plus the final rows: check what is stored
+    stored_next = ("final_next_observations", data.final_next_observations) if derived \
+        else ("next_observations", nobs)
+    for name, arr in (("observations", obs), stored_next, ("actions", act)):
+        rows = int(arr.shape[0])
         finite = all(np.isfinite(np.asarray(arr[lo:lo + SCAN_CHUNK_ROWS])).all()
-                     for lo in range(0, N, SCAN_CHUNK_ROWS))
+                     for lo in range(0, rows, SCAN_CHUNK_ROWS))
         check(finite, f"transitions/{name} has NaN or inf values")
 
     if has_oracle:
@@ -312,6 +335,16 @@ def verify_store(path: str | Path, *, source: str | Path | None = None, progress
             if progress is not None:
                 progress("comparing arrays", len(rep.compared), len(schema_arrays()))
             rep.compared.append(name)
+            if name == "transitions/next_observations" and data.next_observations_form == NEXT_OBS_DERIVED:
+                try:  # rebuilt from observations and the final rows; compared with the source's
+                    same = _compare_rows(name, stored, new, dtype)
+                except FeedbackgenError as exc:  # the episode table no longer fits the final rows
+                    rep.mismatches.append(f"{name} cannot be derived ({exc})")
+                    continue
+                if not same:
+                    rep.mismatches.append(f"{name} (derived from transitions/observations and "
+                                          f"{FINAL_NEXT_OBSERVATIONS}) differs from the source's")
+                continue
             if not _compare_rows(name, stored, new, dtype):
                 rep.mismatches.append(f"{name} differs from the recomputed array")
     rep.compared.append("store_id")
@@ -323,8 +356,13 @@ def verify_store(path: str | Path, *, source: str | Path | None = None, progress
     if _jsonable(data.quality) != _jsonable(fresh.quality):
         rep.mismatches.append("the quality summary differs from the recomputed one")
     fresh_meta = _jsonable(fresh.metadata)
+    if "schema_version" in meta:  # the layout the store was written in, not its content
+        rep.compared.append("metadata.schema_version")
+        if meta["schema_version"] != data.schema_version:
+            rep.mismatches.append(f"metadata 'schema_version' ({meta['schema_version']!r}) differs from the "
+                                  f"store's schema version {data.schema_version}")
     for key in sorted(set(fresh_meta) | set(meta)):
-        if key in _VOLATILE_METADATA:
+        if key in _VOLATILE_METADATA or key == "schema_version":
             continue
         rep.compared.append(f"metadata.{key}")
         if fresh_meta.get(key) != meta.get(key):

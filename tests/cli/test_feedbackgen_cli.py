@@ -85,7 +85,7 @@ def test_info_rich_and_json(store: Path) -> None:
                  "150 of 150 asked"):
         assert text in res.stdout, text
     rec = json.loads(run("info", store, "--json").stdout)
-    assert rec["schema_version"] == 1
+    assert rec["schema_version"] == 2 and rec["next_observations"] == "derived"
     q = rec["quality"]
     assert 0.8 < q["preference_agreement"] <= 1.0 and 0.8 < q["safety_agreement"] <= 1.0
     assert rec["counts"]["pairs"] == 150 and rec["thresholds"] == [5.0, 10.0, 20.0]
