@@ -11,6 +11,8 @@ Interface that scripts rely on (stable)::
     feedbackgen info PATH --json          # JSON with schema_version and quality.{preference,safety}_agreement
     feedbackgen validate PATH             # exit 0 only when the store is sound
     feedbackgen verify PATH               # exit 0 only when recomputation matches exactly
+    feedbackgen migrate PATH [--out NEW]  # rewrite an older-schema store in the current one (exit 0 if
+                                          # already current)
 """
 
 from __future__ import annotations
@@ -308,6 +310,37 @@ def strip(
         result = strip_store(path, out, overwrite=overwrite)
         sid = open_store(result, lazy=True).store_id
     _out().print(f"[green]wrote[/green] {result}  [bold]{sid}[/bold] (no oracle group)")
+
+
+_MIGRATE_HELP = (
+    "Rewrite a store of an older schema version in the current one, content unchanged.\n\n"
+    "Arrays (bit for bit), attributes, label sources, the oracle group and the store id stay as they are; "
+    "only the layout and the version fields change, and metadata.migrations records the migration "
+    "(versions, toolkit version, commit, time). Without --out the store is replaced atomically (built "
+    "beside it, then swapped in). A store already at the current version is left as it is (exit 0)."
+)
+
+
+@app.command(help=_MIGRATE_HELP)
+def migrate(
+    path: Annotated[Path, typer.Argument(help="Store directory (or a published .zip, with --out).")],
+    out: Annotated[Path | None, typer.Option(
+        help="Write the migrated store here, PATH untouched (default: replace PATH in place).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out.")] = False,
+) -> None:
+    """Rewrite a store of an older schema version in the current one (help: ``_MIGRATE_HELP``)."""
+    from feedbackgen.store import migrate_store
+
+    with _user_errors():
+        res = migrate_store(path, out, overwrite=overwrite)
+    if not res.changed:
+        _out().print(Text(f"{path} is already at schema version {res.to_version}; nothing to do"
+                          + (f" ({out} not written)" if out is not None else "")), soft_wrap=True)
+        return
+    where = "in place" if out is None else f"from {path}"
+    _out().print(Text.assemble(("migrated ", "green"), f"{res.path} {where}: schema v{res.from_version} -> "
+                               f"v{res.to_version} (next observations {res.next_observations}), ",
+                               (res.store_id, "bold"), " (id unchanged)"), soft_wrap=True)
 
 
 @app.command()

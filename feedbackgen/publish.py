@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from feedbackgen.errors import FeedbackgenError
-from feedbackgen.store import open_store, write_store
+from feedbackgen.store import _replace, open_store, rewrite_store
 
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed entry times: the same store zips to the same bytes
 
@@ -37,18 +37,14 @@ def _blind_id(store_id: str) -> str:
 
 
 def strip_store(path: str | Path, out: str | Path, *, overwrite: bool = False) -> Path:
-    """Copy the store at ``path`` to ``out`` without the ``oracle`` group.
+    """Copy the store at ``path`` to ``out`` without the ``oracle`` group (the copy is written in
+    the current schema version, through :func:`feedbackgen.store.rewrite_store`).
 
     Raises:
         FeedbackgenError: ``path`` is not a store, ``out`` is ``path``, or ``out`` exists and
             ``overwrite`` is false.
     """
-    path, out = Path(path), Path(out)
-    if out.resolve() == path.resolve():
-        raise FeedbackgenError(f"--out {out} is the input store; choose a new path for the stripped copy")
-    if out.exists() and not overwrite:
-        raise FeedbackgenError(f"{out} already exists; pass --overwrite to replace it "
-                               "or choose another --out")
+    path = Path(path)
     data = open_store(path, lazy=True)
     if data.oracle is None:
         raise FeedbackgenError(f"{path} is already stripped (it has no oracle group); publish it as it is")
@@ -57,7 +53,7 @@ def strip_store(path: str | Path, out: str | Path, *, overwrite: bool = False) -
     data.metadata = meta
     data.oracle = None
     data.store_id = _blind_id(data.store_id)
-    return write_store(out, data, overwrite=overwrite)
+    return rewrite_store(data, out, overwrite=overwrite)
 
 
 @dataclass
@@ -223,13 +219,7 @@ def publish_store(path: str | Path, out_dir: str | Path, *, overwrite: bool = Fa
         (tmp / "README.md").write_text(dataset_card(data, archive_name=archive_name, archive_sha256=digest))
         sums = f"{digest}  {archive_name}\n{_sha256(tmp / 'README.md')}  README.md\n"
         (tmp / "SHA256SUMS").write_text(sums)
-        if out_dir.exists():
-            trash = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
-            os.rename(out_dir, trash)
-            os.rename(tmp, out_dir)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.rename(tmp, out_dir)
+        _replace(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -38,7 +38,8 @@ writes the full ``transitions/next_observations`` array as in schema 1 and the a
 ``"explicit"``. Readers see the same ``FeedbackData.next_observations`` either way: for a
 derived store it is rebuilt on slicing (:class:`DerivedNextObservations`), or in memory when
 opened eagerly. Schema version 1 (no ``next_observations`` attribute, always the explicit
-array) is still read; every write produces schema version 2.
+array) is still read; every write produces schema version 2, and :func:`migrate_store`
+(``feedbackgen migrate``) rewrites a schema-1 store as schema 2 with the same content and id.
 
 Optional arrays (schema versions 1 and 2; a store without them is read as before):
 
@@ -56,8 +57,11 @@ Optional arrays (schema versions 1 and 2; a store without them is read as before
 synthetic teacher its metadata records (see :mod:`feedbackgen.labels`). The source, time and
 confidence arrays of a channel are written together or not at all.
 
-Writes are atomic (built in a hidden temporary sibling, then renamed); an existing store is never
-replaced unless ``overwrite=True``; readers refuse unknown schema versions.
+Writes are atomic (built in a hidden temporary sibling, then renamed; an existing store is swapped
+for the new one in one step where the system allows); an existing store is never replaced unless
+``overwrite=True``; readers refuse unknown schema versions. Commands that turn a store into another
+(strip, migrate) open it lazily, change the :class:`FeedbackData` and write it with
+:func:`rewrite_store`.
 """
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import uuid
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -373,6 +378,38 @@ def write_store(path: str | Path, data: FeedbackData, *, overwrite: bool = False
     return path
 
 
+def rewrite_store(data: FeedbackData, out: str | Path | None = None, *, overwrite: bool = False) -> Path:
+    """Write an opened store again, in the current schema: to ``out``, or over itself.
+
+    The one path by which a command turns a store into another (``feedbackgen strip``,
+    ``feedbackgen migrate``): open the store (lazily), change what the command changes on the
+    :class:`FeedbackData`, and pass it here. Every array is streamed by :func:`write_store` into
+    a temporary sibling, which takes the name only when complete; in place (``out`` None) the
+    store being read stays under its name until then.
+
+    Args:
+        data: a store opened by :func:`open_store` (``data.path`` is where it lies).
+        out: a new directory store; None replaces ``data.path`` itself.
+        overwrite: replace an existing ``out``.
+
+    Raises:
+        FeedbackgenError: in place on a published zip, ``out`` is the input store, or ``out``
+            exists and ``overwrite`` is false.
+    """
+    if data.path is None:
+        raise ValueError("rewrite_store needs a FeedbackData opened by open_store (data.path is None)")
+    src = Path(data.path)
+    if out is None:
+        if _is_zip(src):
+            raise FeedbackgenError(f"{src} is a published zip and cannot be rewritten in place; "
+                                   "pass --out NEW.zarr")
+        return write_store(src, data, overwrite=True)
+    out = Path(out)
+    if out.resolve() == src.resolve():
+        raise FeedbackgenError(f"--out {out} is the input store; choose another path")
+    return write_store(out, data, overwrite=overwrite)
+
+
 def _pid_running(pid: int) -> bool:
     """Whether a process with this id exists on this machine (one of another user counts)."""
     try:
@@ -411,9 +448,40 @@ def remove_stale_temporaries(path: str | Path) -> list[Path]:
     return removed
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``).
+
+    Returns:
+        True when swapped; False where the platform, C library or file system cannot do it (the
+        paths are then unchanged).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2  # glibc >= 2.28, musl >= 1.2.5
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    renameat2.restype = ctypes.c_int
+    at_fdcwd, rename_exchange = -100, 2  # <fcntl.h>, <linux/fs.h>
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
 def _replace(tmp: Path, path: Path) -> None:
-    """Move the finished ``tmp`` to ``path``; an existing ``path`` is replaced only after success."""
+    """Move the finished ``tmp`` to ``path``; an existing ``path`` is replaced only after success.
+
+    An existing ``path`` is swapped with ``tmp`` in one atomic step where the system can
+    (:func:`_exchange`), so at every moment the name holds either the old or the new store; the
+    old one, now under ``tmp``'s name, is then deleted (after a hard kill,
+    :func:`remove_stale_temporaries` deletes it). Elsewhere the old store is renamed aside first:
+    a crash between the two renames leaves it as ``.NAME.old-XXXXXXXX`` and the name empty.
+    """
     if path.exists():
+        if _exchange(tmp, path):
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
         trash = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
         os.rename(path, trash)
         os.rename(tmp, path)
@@ -568,21 +636,8 @@ def open_store(path: str | Path, *, lazy: bool = False) -> FeedbackData:
     Raises:
         FeedbackgenError: missing path, not a store, unknown schema version, or missing arrays.
     """
-    import zarr
-
     path = Path(path)
-    if not path.exists():
-        raise FeedbackgenError(f"store {path} does not exist; make one with `feedbackgen make`")
-    try:
-        if _is_zip(path):
-            store = zarr.storage.ZipStore(str(path), mode="r")
-            root = zarr.open_group(store=store, mode="r")
-        else:
-            root = zarr.open_group(store=str(path), mode="r")
-        attrs = dict(root.attrs)
-    except Exception as exc:  # zarr raises several types for "not a group"
-        detail = f"{type(exc).__name__}: {exc}".splitlines()[0]
-        raise FeedbackgenError(f"{path} is not a feedback store ({detail})") from None
+    root, attrs = _open_group(path)
     version = attrs.get("schema_version")
     if version not in SUPPORTED_SCHEMA_VERSIONS:
         raise FeedbackgenError(f"{path} has schema version {version!r}, which this feedbackgen "
@@ -625,6 +680,28 @@ def open_store(path: str | Path, *, lazy: bool = False) -> FeedbackData:
                         schema_version=int(version), path=path)
 
 
+def _open_group(path: Path) -> tuple[Any, dict]:
+    """The root group of the store at ``path`` (read-only) and its attributes.
+
+    Raises:
+        FeedbackgenError: ``path`` does not exist or is not a Zarr group.
+    """
+    import zarr
+
+    if not path.exists():
+        raise FeedbackgenError(f"store {path} does not exist; make one with `feedbackgen make`")
+    try:
+        if _is_zip(path):
+            store = zarr.storage.ZipStore(str(path), mode="r")
+            root = zarr.open_group(store=store, mode="r")
+        else:
+            root = zarr.open_group(store=str(path), mode="r")
+        return root, dict(root.attrs)
+    except Exception as exc:  # zarr raises several types for "not a group"
+        detail = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        raise FeedbackgenError(f"{path} is not a feedback store ({detail})") from None
+
+
 def _get_array(root: Any, name: str, path: Path) -> Any:
     try:
         return root[name]
@@ -662,3 +739,114 @@ def schema_arrays(include_oracle: bool = True) -> dict[str, tuple[str, str, bool
     if include_oracle:
         out.update({name: (dtype, attr, True) for name, (dtype, attr) in _ORACLE_ARRAYS.items()})
     return out
+
+
+# ------------------------------------------------------------------------------------------------
+# migration between schema versions
+
+#: root attributes of a store (schema versions 1 and 2); anything else is unknown to this toolkit
+ROOT_ATTRIBUTES = ("schema_version", "store_id", "metadata", "quality", "has_oracle", "next_observations")
+
+
+@dataclass
+class Migration:
+    """What :func:`migrate_store` did.
+
+    Attributes:
+        path: the store in the current schema (the input itself when nothing had to be done).
+        store_id: its id (a migration keeps it).
+        from_version: the schema version the input had.
+        to_version: the schema version of ``path`` (:data:`SCHEMA_VERSION`).
+        next_observations: how ``path`` holds the next observations (``"derived"``/``"explicit"``).
+    """
+
+    path: Path
+    store_id: str
+    from_version: int
+    to_version: int
+    next_observations: str
+
+    @property
+    def changed(self) -> bool:
+        """False when the input was already at the current version (nothing was written)."""
+        return self.from_version != self.to_version
+
+
+def _unknown_content(path: Path, data: FeedbackData) -> list[str]:
+    """Arrays and attributes of the store at ``path`` that a rewrite of ``data`` would not carry."""
+    import zarr
+
+    root, attrs = _open_group(path)
+    expected = {name for name, (_, attr) in _OPTIONAL_ARRAYS.items() if getattr(data, attr) is not None}
+    expected |= set(_MAIN_ARRAYS)
+    if data.next_observations_form == NEXT_OBS_DERIVED:
+        expected = (expected - {"transitions/next_observations"}) | {FINAL_NEXT_OBSERVATIONS}
+    if data.oracle is not None:
+        expected |= set(_ORACLE_ARRAYS)
+    found = [f"root attribute '{k}'" for k in sorted(set(attrs) - set(ROOT_ATTRIBUTES))]
+    for name, node in sorted(root.members(max_depth=None), key=lambda m: m[0]):
+        if not isinstance(node, zarr.Group) and name not in expected:
+            found.append(f"array '{name}'")
+        if dict(node.attrs):
+            found.append(f"attributes of '{name}'")
+    return found
+
+
+def migrate_store(path: str | Path, out: str | Path | None = None, *, overwrite: bool = False) -> Migration:
+    """Rewrite a store of an older schema version in the current one (``feedbackgen migrate``).
+
+    Every array keeps its values (bit for bit) and dtype, every attribute its value, the oracle
+    group and the label sources included; only the layout changes (schema 1 -> 2: the next
+    observations are stored derived where the rows allow it, see the module docstring) and the
+    version fields (root ``schema_version``, ``metadata.schema_version``). ``metadata.migrations``
+    gets one record ``{from_schema_version, to_schema_version, toolkit_version, git_commit, time}``.
+    It goes through :func:`rewrite_store`, the same path as ``feedbackgen strip``.
+
+    The store id is kept. It names the content (source hash and parameters, ``-vN`` counting label
+    versions), which a migration does not change, so ``feedbackgen verify`` and the runs that
+    recorded the id still match; ``strip`` (removes the oracle) and ``import-labels`` (adds labels)
+    change the content and so the id.
+
+    A store already at the current version is left alone (``out`` is not written). A store that
+    holds an array or attribute the current schema has no place for is refused before anything is
+    written, so a migration never drops data.
+
+    Args:
+        path: the store (a directory; a published ``.zip`` only with ``out``).
+        out: write the migrated store here and leave ``path`` untouched; None: replace ``path``
+            (built in a temporary sibling, then swapped in atomically, see :func:`_replace`).
+        overwrite: replace an existing ``out``.
+
+    Raises:
+        FeedbackgenError: missing, damaged or unreadable store, unknown schema version, content
+            the current schema cannot hold, ``out`` is the input or exists without ``overwrite``.
+    """
+    from datetime import UTC, datetime
+
+    from feedbackgen import __version__
+    from feedbackgen.make import _git_commit
+
+    path = Path(path)
+    data = open_store(path, lazy=True)
+    version = data.schema_version
+    if version == SCHEMA_VERSION:
+        return Migration(path=path, store_id=data.store_id, from_version=version, to_version=version,
+                         next_observations=data.next_observations_form)
+    unknown = _unknown_content(path, data)
+    if unknown:
+        raise FeedbackgenError(f"{path} holds {', '.join(unknown)}, which schema {SCHEMA_VERSION} has no "
+                               "place for; migrating would drop it, so nothing was changed (remove it, "
+                               "or remake the store with `feedbackgen make`)")
+    meta = data.metadata
+    history = meta.get("migrations", []) if isinstance(meta, dict) else None
+    if not isinstance(history, list):
+        raise FeedbackgenError(f"{path}: metadata is not a mapping with a list 'migrations'; the store "
+                               "is damaged, remake it with `feedbackgen make`")
+    data.metadata = {**meta, "migrations": [*history, {
+        "from_schema_version": version, "to_schema_version": SCHEMA_VERSION,
+        "toolkit_version": __version__, "git_commit": _git_commit(),
+        "time": datetime.now(UTC).isoformat(timespec="seconds"),
+    }]}
+    written = rewrite_store(data, out, overwrite=overwrite)
+    return Migration(path=written, store_id=data.store_id, from_version=version, to_version=SCHEMA_VERSION,
+                     next_observations=open_store(written, lazy=True).next_observations_form)

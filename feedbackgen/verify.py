@@ -48,7 +48,8 @@ REQUIRED_QUALITY = ("preference_agreement", "safety_agreement", "tie_rate", "ski
                     "segments_per_episode", "return_gap")
 # metadata that depends on when/where a store was made, not on its content
 _VOLATILE_METADATA = ("created", "git_commit", "toolkit_version", "libraries", "config", "source", "stripped",
-                      "frames")  # frames: copied from a sidecar of the source; no label depends on them
+                      "frames",  # frames: copied from a sidecar of the source; no label depends on them
+                      "migrations")  # when and by what a store was rewritten in a newer schema
 
 
 @dataclass

@@ -254,6 +254,8 @@ def _store_commands(bad: Path, out: Path) -> dict[str, tuple[str, ...]]:
         "info --json": ("info", str(bad), "--json"),
         "verify": ("verify", str(bad)),
         "strip": ("strip", str(bad), "--out", str(out / "stripped.zarr")),
+        "migrate": ("migrate", str(bad)),
+        "migrate --out": ("migrate", str(bad), "--out", str(out / "migrated.zarr")),
         "publish": ("publish", str(bad), "--out", str(out / "release")),
         "plot": ("plot", str(bad), "--out", str(out / "plot.png")),
         "import-labels": ("import-labels", str(bad), "--from", str(out / "labels.csv"), "--out",
