@@ -92,6 +92,8 @@ class TrainConfig:
         beta_s: slope β_s > 0 of the safety value sigmoid.
         zref_mode: reference point z_ref: ``ema`` | ``batch`` | ``kl`` | ``zero``.
         zref_momentum: momentum of the ``ema`` reference point, in [0, 1).
+        zref_clamp: clamp the ``ema``/``batch`` reference point at ≥ 0 (method.md; False lets it go
+            negative, which keeps g_θ ≥ δ reachable for a deterministic policy).
         nu_init: initial Lagrange multiplier ν_0 ≥ 0.
         nu_lr: dual step size lr_ν > 0 (also the integral gain of ``pid``).
         nu_max: upper clip of ν.
@@ -129,6 +131,7 @@ class TrainConfig:
     beta_s: float = 1.0
     zref_mode: str = "ema"
     zref_momentum: float = 0.9
+    zref_clamp: bool = True
     nu_init: float = 1.0
     nu_lr: float = 1e-3
     nu_max: float = 100.0

@@ -137,19 +137,24 @@ def dual_update_pid(integral: torch.Tensor, prev_error: torch.Tensor | None, g: 
 
 
 def zref_update(mode: str, zref: torch.Tensor, scores: torch.Tensor, momentum: float,
-                kl: torch.Tensor | None = None) -> torch.Tensor:
+                kl: torch.Tensor | None = None, clamp: bool = True) -> torch.Tensor:
     """The reference point z_ref for this step (detached).
 
     - ``ema``:   z ← max(0, m · z + (1 − m) · mean(S_θ)) over the safety batch;
     - ``batch``: z = max(0, mean(S_θ));
     - ``kl``:    z = ``kl`` — a detached batch estimate of α·Σ_t γ^t·KL(π_θ‖π_ref) (≥ 0);
     - ``zero``:  z = 0.
+
+    ``clamp=False`` drops the ``max(0, ·)`` of ``ema`` and ``batch`` (method.md clamps): with a
+    deterministic policy a safe segment's score is bounded above by α·Σγ^t‖μ_ref − a‖², so with
+    z_ref ≥ 0 the constraint g_θ ≥ δ can be out of reach (results/study-v2/README.md).
     """
     mean = scores.detach().mean()
+    floor = 0.0 if clamp else float("-inf")
     if mode == "ema":
-        return (momentum * zref + (1.0 - momentum) * mean).clamp(min=0.0)
+        return (momentum * zref + (1.0 - momentum) * mean).clamp(min=floor)
     if mode == "batch":
-        return mean.clamp(min=0.0)
+        return mean.clamp(min=floor)
     if mode == "kl":
         if kl is None:
             raise ValueError("zref mode 'kl' needs the batch KL estimate")

@@ -62,7 +62,7 @@ class BinaryAlignment(ReferenceAlignment):
         good = self.labels[i]
         scores, kl = self.segment_scores(self.segments[i], with_kl=cfg.zref_mode == "kl")
         zref = losses.zref_update(cfg.zref_mode, self.zref, scores, cfg.zref_momentum,
-                                  kl.mean() if kl is not None else None)
+                                  kl.mean() if kl is not None else None, clamp=cfg.zref_clamp)
         loss = baseline_losses.kto_loss(scores, good, zref, cfg.beta_s, cfg.eta)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

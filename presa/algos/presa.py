@@ -71,7 +71,7 @@ class PreSa(ReferenceAlignment):
         s_a, s_b, s_s = scores[:n], scores[n:2 * n], scores[2 * n:]
 
         zref = losses.zref_update(cfg.zref_mode, self.zref, s_s, cfg.zref_momentum,
-                                  kl[2 * n:].mean() if kl is not None else None)
+                                  kl[2 * n:].mean() if kl is not None else None, clamp=cfg.zref_clamp)
         g = losses.safety_alignment(s_s, safe, zref, cfg.beta_s, cfg.eta)
         pref = losses.preference_loss(s_a, s_b, y, cfg.lambda_cb)
         loss = losses.lagrangian(pref, g, self.nu, cfg.delta)

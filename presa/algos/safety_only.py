@@ -48,7 +48,7 @@ class SafetyOnly(ReferenceAlignment):
         safe = d.safety_label[s]
         scores, kl = self.segment_scores(d.safety_segment[s], with_kl=cfg.zref_mode == "kl")
         zref = losses.zref_update(cfg.zref_mode, self.zref, scores, cfg.zref_momentum,
-                                  kl.mean() if kl is not None else None)
+                                  kl.mean() if kl is not None else None, clamp=cfg.zref_clamp)
         g = losses.safety_alignment(scores, safe, zref, cfg.beta_s, cfg.eta)
         loss = self.nu * (cfg.delta - g)
         self.optimizer.zero_grad(set_to_none=True)

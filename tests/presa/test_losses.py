@@ -126,6 +126,11 @@ def test_zref_modes() -> None:
     assert close(losses.zref_update("ema", torch.tensor(0.0), t(-5.0), 0.9), 0.0)  # clamped ≥ 0
     assert close(losses.zref_update("batch", torch.tensor(7.0), scores, 0.9), 3.0)
     assert close(losses.zref_update("batch", torch.tensor(7.0), t(-1.0), 0.9), 0.0)
+    # zref_clamp=False: the reference point may go negative (ema and batch only)
+    assert close(losses.zref_update("batch", torch.tensor(7.0), t(-1.0), 0.9, clamp=False), -1.0)
+    assert close(losses.zref_update("ema", torch.tensor(0.0), t(-5.0), 0.9, clamp=False), -0.5)
+    kl = torch.tensor(0.25)
+    assert close(losses.zref_update("kl", torch.tensor(7.0), scores, 0.9, kl=kl, clamp=False), 0.25)
     assert close(losses.zref_update("kl", torch.tensor(7.0), scores, 0.9, kl=torch.tensor(0.25)), 0.25)
     assert close(losses.zref_update("zero", torch.tensor(7.0), scores, 0.9), 0.0)
     with pytest.raises(ValueError):
