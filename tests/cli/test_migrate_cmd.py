@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
+from cli_assertions import one_error_line
 from presa_cli.feedbackgen_app import app
 from typer.testing import CliRunner
 
@@ -21,16 +22,6 @@ FINAL = "transitions/final_next_observations"
 
 def run(*args: object):
     return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def one_error_line(res, *fragments: str) -> str:
-    assert res.exit_code == 1, (res.exit_code, res.output)
-    assert "Traceback" not in res.output
-    lines = [line for line in res.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
-    for f in fragments:
-        assert f in lines[0], (f, lines[0])
-    return lines[0]
 
 
 def files(root: Path) -> dict[str, bytes]:
