@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
+import presa_cli.console as term
 import typer
 from presa_cli.feedbackgen_collect_cmd import collect_command
 from presa_cli.feedbackgen_labels_cmd import annotate_command, import_labels_command
@@ -40,38 +41,14 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-
-def _out() -> Console:
-    return Console(highlight=False)
-
-
-def _err() -> Console:
-    return Console(stderr=True, highlight=False)
-
-
-def _fail(message: str) -> typer.Exit:
-    _err().print(Text(f"error: {message}", style="red"), soft_wrap=True)
-    return typer.Exit(1)
-
-
-@contextmanager
-def _user_errors() -> Iterator[None]:
-    """Turn library errors into one red line and exit code 1."""
-    try:
-        yield
-    except FeedbackgenError as exc:
-        raise _fail(str(exc)) from None
-    except OSError as exc:  # disk full, permission denied, ...: still one line, no traceback
-        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
-        raise _fail(f"{exc.strerror or exc}{where}; check the path and free space, then retry") from None
+term.configure_help_width()
 
 
 @contextmanager
 def _progress() -> Iterator[Any]:
     """A Rich progress display (on stderr) and a ``progress(step, done, total)`` callback for it."""
     bar = Progress(TextColumn("{task.description:<28}"), BarColumn(), TaskProgressColumn(),
-                   TimeElapsedColumn(), console=_err(), transient=True)
+                   TimeElapsedColumn(), console=term.err(), transient=True)
     ids: dict[str, Any] = {}
 
     def update(step: str, done: int, total: int) -> None:
@@ -126,7 +103,7 @@ def make(
     from feedbackgen.make import MakeConfig, make_store
     from feedbackgen.store import open_store
 
-    with _user_errors():
+    with term.user_errors():
         cfg = MakeConfig(task=task, source=source, out=out, noise=noise, pref_noise=pref_noise,
                          safety_noise=safety_noise, teacher=teacher, safety_rule=safety_rule,
                          safety_noise_model=safety_noise_model, segment_length=segment_length,
@@ -136,7 +113,7 @@ def make(
         with _progress() as progress:
             path = make_store(cfg, progress=progress)
         data = open_store(path, lazy=True)
-    con = _out()
+    con = term.out()
     con.print(Text.assemble(("wrote ", "green"), f"{path}  ", (data.store_id, "bold")))
     q = data.quality
     con.print(f"{data.n_transitions} transitions, {data.n_episodes} episodes, {data.n_segments} segments; "
@@ -147,7 +124,7 @@ def make(
     for kappa, frac in zip(q["thresholds"], q.get("safe_fraction") or [], strict=False):
         if q["n_safety"] and frac in (0.0, 1.0):
             kind = "safe" if frac == 1.0 else "unsafe"
-            _err().print(Text(f"warning: at threshold {kappa:g} every safety label is {kind}; algorithms "
+            term.err().print(Text(f"warning: at threshold {kappa:g} every safety label is {kind}; algorithms "
                               "that need both kinds (presa, safety_only, two_stage) cannot train on it",
                               style="yellow"), soft_wrap=True)
 
@@ -177,7 +154,7 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print the full record as JSON.")] = False,
 ) -> None:
     """Summarise a store: counts, parameters, label balance and agreement with the oracle."""
-    with _user_errors():
+    with term.user_errors():
         rec = _info_record(path)
     if as_json:
         typer.echo(json.dumps(rec, indent=2))
@@ -185,7 +162,7 @@ def info(
     meta, q, c = rec["metadata"], rec["quality"], rec["counts"]
     task = meta.get("task", {})
     seg, pref, saf = meta.get("segments", {}), meta.get("preferences", {}), meta.get("safety", {})
-    con = _out()
+    con = term.out()
     con.print(Text.assemble((rec["store_id"], "bold"), f"  (schema v{rec['schema_version']}, "
                             f"{'with oracle' if rec['has_oracle'] else 'stripped'})  {path}"))
     t = Table(title="store", show_header=False, box=None, pad_edge=False)
@@ -264,15 +241,15 @@ def validate(path: Annotated[Path, typer.Argument(help="Store directory or publi
     """Check a store's structure: shapes, dtypes, index ranges, labels, metadata (exit 0 iff sound)."""
     from feedbackgen.verify import validate_store
 
-    with _user_errors():
+    with term.user_errors():
         rep = validate_store(path)
     if not rep.ok:
-        err = _err()
+        econ = term.err()
         for p in rep.problems:
-            err.print(Text(f"  - {p}", style="red"), soft_wrap=True)
-        raise _fail(f"{path} failed {len(rep.problems)} of {rep.checks} checks; "
+            econ.print(Text(f"  - {p}", style="red"), soft_wrap=True)
+        raise term.fail(f"{path} failed {len(rep.problems)} of {rep.checks} checks; "
                     "remake it with `feedbackgen make`")
-    _out().print(f"[green]ok[/green] {path}: {rep.checks} structural checks passed")
+    term.out().print(f"[green]ok[/green] {path}: {rep.checks} structural checks passed")
 
 
 @app.command()
@@ -284,15 +261,15 @@ def verify(
     """Recompute a store from its source and recorded parameters and compare exactly (exit 0 iff equal)."""
     from feedbackgen.verify import verify_store
 
-    with _user_errors(), _progress() as progress:
+    with term.user_errors(), _progress() as progress:
         rep = verify_store(path, source=source, progress=progress)
     if not rep.ok:
-        err = _err()
+        econ = term.err()
         for m in rep.mismatches:
-            err.print(Text(f"  - {m}", style="red"), soft_wrap=True)
-        raise _fail(f"{path} does not match its recomputation from {rep.source} "
+            econ.print(Text(f"  - {m}", style="red"), soft_wrap=True)
+        raise term.fail(f"{path} does not match its recomputation from {rep.source} "
                     f"({len(rep.mismatches)} differences); the store was modified or made differently")
-    _out().print(f"[green]verified[/green] {path}: {len(rep.compared)} arrays and records identical "
+    term.out().print(f"[green]verified[/green] {path}: {len(rep.compared)} arrays and records identical "
                  f"to a recomputation from {rep.source}")
 
 
@@ -306,10 +283,10 @@ def strip(
     from feedbackgen.publish import strip_store
     from feedbackgen.store import open_store
 
-    with _user_errors():
+    with term.user_errors():
         result = strip_store(path, out, overwrite=overwrite)
         sid = open_store(result, lazy=True).store_id
-    _out().print(f"[green]wrote[/green] {result}  [bold]{sid}[/bold] (no oracle group)")
+    term.out().print(f"[green]wrote[/green] {result}  [bold]{sid}[/bold] (no oracle group)")
 
 
 _MIGRATE_HELP = (
@@ -331,16 +308,17 @@ def migrate(
     """Rewrite a store of an older schema version in the current one (help: ``_MIGRATE_HELP``)."""
     from feedbackgen.store import migrate_store
 
-    with _user_errors():
+    with term.user_errors():
         res = migrate_store(path, out, overwrite=overwrite)
     if not res.changed:
-        _out().print(Text(f"{path} is already at schema version {res.to_version}; nothing to do"
+        term.out().print(Text(f"{path} is already at schema version {res.to_version}; nothing to do"
                           + (f" ({out} not written)" if out is not None else "")), soft_wrap=True)
         return
     where = "in place" if out is None else f"from {path}"
-    _out().print(Text.assemble(("migrated ", "green"), f"{res.path} {where}: schema v{res.from_version} -> "
-                               f"v{res.to_version} (next observations {res.next_observations}), ",
-                               (res.store_id, "bold"), " (id unchanged)"), soft_wrap=True)
+    term.out().print(Text.assemble(("migrated ", "green"),
+                                   f"{res.path} {where}: schema v{res.from_version} -> v{res.to_version} "
+                                   f"(next observations {res.next_observations}), ",
+                                   (res.store_id, "bold"), " (id unchanged)"), soft_wrap=True)
 
 
 @app.command()
@@ -352,9 +330,9 @@ def publish(
     """Zip a store (stored, readable in place), write a SHA-256 manifest and a dataset card."""
     from feedbackgen.publish import publish_store
 
-    with _user_errors():
+    with term.user_errors():
         pub = publish_store(path, out, overwrite=overwrite)
-    con = _out()
+    con = term.out()
     con.print(f"[green]published[/green] {pub.folder}")
     con.print(f"  {pub.archive.name}  sha256 {pub.sha256}")
     con.print(f"  {pub.card.name} (dataset card), {pub.manifest.name}")
@@ -366,7 +344,7 @@ def tasks(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] =
     from feedbackgen.sources import source_status
     from feedbackgen.tasks import all_tasks
 
-    with _user_errors():
+    with term.user_errors():
         known = all_tasks()
         rows = [(t, *source_status(t)) for t in known.values()]
     if as_json:
@@ -387,7 +365,7 @@ def tasks(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] =
             where = f"[red]missing[/red] {p}"
         thresholds = ", ".join(f"{x:g}" for x in t.thresholds)
         table.add_row(t.name, t.suite, str(t.max_episode_steps), thresholds, where)
-    _out().print(table)
+    term.out().print(table)
 
 
 @app.command()
@@ -401,13 +379,13 @@ def plot(
     """Plot episode reward against episode cost, with the task's cost thresholds drawn."""
     from feedbackgen.plots import plot_source, plot_store
 
-    with _user_errors():
+    with term.user_errors():
         if (path is None) == (task is None):
             raise FeedbackgenError("give either a store PATH or --task (with optional --source), not both "
                                    "or neither")
         result = plot_store(path, out) if path is not None else plot_source(task, out, source=source,
                                                                             download=not no_download)
-    _out().print(f"[green]wrote[/green] {result}")
+    term.out().print(f"[green]wrote[/green] {result}")
 
 
 # `feedbackgen collect` lives in its own module (it imports simulators lazily).

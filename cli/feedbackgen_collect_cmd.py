@@ -6,12 +6,9 @@ import json
 from pathlib import Path
 from typing import Annotated
 
+import presa_cli.console as term
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.text import Text
-
-from feedbackgen.errors import FeedbackgenError
 
 
 def collect_command(
@@ -42,9 +39,8 @@ def collect_command(
         help="With --record-frames: record frames in the first N episodes only.")] = None,
 ) -> None:
     """Collect an offline safe-RL dataset (DSRL HDF5 layout) from behaviour policies in a simulator."""
-    err = Console(stderr=True)
-    console = Console(highlight=False)
-    try:
+    err, console = term.err(), term.out()
+    with term.user_errors():
         from feedbackgen.collect import CollectConfig, collect
 
         cfg = CollectConfig(task=task, out=out, episodes=episodes, policies=tuple(policy or ("random",)),
@@ -55,14 +51,6 @@ def collect_command(
                       TimeElapsedColumn(), console=err, transient=True) as bar:
             tid = bar.add_task("collect", total=cfg.episodes)
             path = collect(cfg, progress=lambda done, total: bar.update(tid, completed=done))
-    except FeedbackgenError as exc:
-        err.print(Text(f"error: {exc}", style="red"), soft_wrap=True)
-        raise typer.Exit(1) from None
-    except OSError as exc:  # disk full, permission denied: still one line
-        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
-        err.print(Text(f"error: {exc.strerror or exc}{where}; check the path and free space, then retry",
-                       style="red"), soft_wrap=True)
-        raise typer.Exit(1) from None
     record_path = path / "dataset.json" if path.is_dir() else path.with_suffix(".json")
     record = json.loads(record_path.read_text())
     rec = record.get("collection", record)

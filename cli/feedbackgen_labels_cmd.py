@@ -11,8 +11,8 @@ import webbrowser
 from pathlib import Path
 from typing import Annotated
 
+import presa_cli.console as term
 import typer
-from rich.console import Console
 from rich.text import Text
 
 from feedbackgen.errors import FeedbackgenError
@@ -20,23 +20,15 @@ from feedbackgen.errors import FeedbackgenError
 
 def _fail(exc: FeedbackgenError | OSError) -> typer.Exit:
     """One red ``error:`` line (plus the per-line details of a label file) and exit code 1."""
-    err = Console(stderr=True, highlight=False)
     if isinstance(exc, OSError):
-        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
-        err.print(Text(f"error: {exc.strerror or exc}{where}; check the path and free space, then retry",
-                       style="red"), soft_wrap=True)
-        return typer.Exit(1)
-    err.print(Text(f"error: {exc}", style="red"), soft_wrap=True)
-    for p in getattr(exc, "problems", [])[:200]:
-        err.print(Text(f"  {p}", style="red"), soft_wrap=True)
-    extra = len(getattr(exc, "problems", [])) - 200
-    if extra > 0:
-        err.print(Text(f"  ... and {extra} more", style="red"))
-    return typer.Exit(1)
+        return term.fail(term.os_error_text(exc))
+    problems = list(getattr(exc, "problems", []))
+    details = problems[:200] + ([f"... and {len(problems) - 200} more"] if len(problems) > 200 else [])
+    return term.fail(str(exc), details)
 
 
 def _print_result(res, verb: str) -> None:
-    con = Console(highlight=False)
+    con = term.out()
     con.print(Text.assemble((f"{verb} ", "green"), f"{res.path}  ", (res.store_id, "bold"),
                             f"  (from {res.from_store_id})"))
     con.print(f"{res.preferences} preference labels, {res.safety} safety labels, {res.new_segments} new "

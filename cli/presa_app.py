@@ -15,6 +15,7 @@ Interface that scripts rely on (stable)::
 
 from __future__ import annotations
 
+import presa_cli.console as term
 import typer
 from presa_cli.presa_eval_cmd import eval_command
 from presa_cli.presa_report_cmd import report_command
@@ -28,6 +29,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+term.configure_help_width()
 
 app.command("train")(train_command)
 app.command("eval")(eval_command)

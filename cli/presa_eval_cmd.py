@@ -6,12 +6,11 @@ import json
 from pathlib import Path
 from typing import Annotated
 
+import presa_cli.console as term
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from feedbackgen.errors import FeedbackgenError
 from presa.evaluate import evaluate, json_safe, resolve_checkpoint, write_eval_json
 
 
@@ -54,10 +53,8 @@ def eval_command(
         "--save/--no-save", help="Write the result to RUN_DIR/eval/eval-seed<S>-n<N>.json.")] = True,
 ) -> None:
     """Roll a trained policy out (mean action) and report normalised reward and cost (DSRL protocol)."""
-    err = Console(stderr=True)
-    console = Console()
-    try:
-
+    console = term.out()
+    with term.user_errors():
         ckpt, run_dir = resolve_checkpoint(target)
         if as_json:
             result = evaluate(ckpt, episodes=episodes, seed=seed, workers=workers, task=task)
@@ -68,9 +65,6 @@ def eval_command(
                 result = evaluate(ckpt, episodes=episodes, seed=seed, workers=workers, task=task,
                                   progress=lambda done, total: bar.update(tid, completed=done))
         written = write_eval_json(run_dir if run_dir is not None else ckpt.parent, result) if save else None
-    except FeedbackgenError as exc:
-        err.print(f"[red]error: {exc}[/red]", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
     if as_json:
         record = result.to_dict()
         record["eval_json"] = str(written) if written else None

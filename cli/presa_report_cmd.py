@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
+import presa_cli.console as term
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from feedbackgen.errors import FeedbackgenError
 from presa.report import AVERAGE, SUITE_TITLES, Cell, Report, build_report, fmt_pm, write_report
 
 
@@ -57,14 +56,10 @@ def report_command(
                             "(DSRL tasks).")] = False,
 ) -> None:
     """Aggregate evaluated runs into tables (mean ± std per task and per suite) and plots."""
-    err = Console(stderr=True)
-    console = Console()
-    try:
+    console = term.out()
+    with term.user_errors():
         rep = build_report(runs, reference=reference)
         written = write_report(rep, out)
-    except FeedbackgenError as exc:
-        err.print(f"[red]error: {exc}[/red]", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
     for suite in rep.suites():
         console.print(report_table(rep, suite))
     console.print("[bold]bold[/bold] = safe (norm. cost ≤ 1), [dim]dim[/dim] = unsafe, "

@@ -9,17 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
+import presa_cli.console as term
 import typer
 import yaml
-from rich.console import Console
 from rich.text import Text
 
 from feedbackgen.errors import FeedbackgenError
-
-
-def _fail(message: str) -> typer.Exit:
-    Console(stderr=True, highlight=False).print(Text(f"error: {message}", style="red"), soft_wrap=True)
-    return typer.Exit(1)
 
 
 def _parse_grid(items: list[str] | None) -> dict[str, list[Any]]:
@@ -100,7 +95,7 @@ def sweep_command(
     from presa.config import parse_set
     from presa.sweep import build_spec, load_grid, run_sweep
 
-    console = Console(highlight=False, soft_wrap=True)
+    console = term.out()
     try:
         values: dict[str, Any] = load_grid(grid_file) if grid_file is not None else {}
         given = {"out": str(out) if out is not None else None,
@@ -126,10 +121,11 @@ def sweep_command(
         result = run_sweep(spec, max_cells=max_cells, report=report,
                            progress=lambda msg: console.print(f"[dim]{msg}[/dim]"), on_cell=on_cell)
     except FeedbackgenError as exc:
-        raise _fail(str(exc)) from None
+        raise term.fail(str(exc)) from None
+    except OSError as exc:
+        raise term.fail(term.os_error_text(exc)) from None
     except KeyboardInterrupt:
-        Console(stderr=True, highlight=False).print(
-            Text("interrupted; run the same command again to resume the sweep", style="yellow"))
+        term.warn("interrupted; run the same command again to resume the sweep")
         raise typer.Exit(130) from None
     total = len(result.cells)
     console.print(f"{total} cells: {result.done} done ({len(result.ran)} run now, {len(result.skipped)} "

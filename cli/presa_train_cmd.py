@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
+import presa_cli.console as term
 import typer
 from rich.console import Console
 from rich.progress import (
@@ -22,18 +23,12 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
-from rich.text import Text
 
 from feedbackgen.errors import FeedbackgenError
 
 # metric -> short label in the progress bar and the summary
 _SHOWN = (("bc_loss", "bc"), ("pref_loss", "L_pref"), ("g", "g"), ("nu", "ν"), ("zref", "z_ref"),
           ("pref_acc", "acc"), ("steps_per_s", "it/s"))
-
-
-def _fail(message: str) -> typer.Exit:
-    Console(stderr=True, highlight=False).print(Text(f"error: {message}", style="red"), soft_wrap=True)
-    return typer.Exit(1)
 
 
 def _metrics_text(record: dict[str, float] | None) -> str:
@@ -89,7 +84,7 @@ def train_command(
     from presa.evaluate import eval_callback
     from presa.trainer import default_run_dir, resume, store_suite, train
 
-    console = Console(highlight=False, soft_wrap=True)
+    console = term.out()
     try:
         overrides = parse_set(set_)
         if resume_dir is not None:
@@ -121,14 +116,11 @@ def train_command(
                     eval_callback(run_dir, eval_every, episodes=eval_episodes, then=bar.update) as cb:
                 result = train(cfg, data, run_dir, callback=cb)
     except FeedbackgenError as exc:
-        raise _fail(str(exc)) from None
+        raise term.fail(str(exc)) from None
     except OSError as exc:
-        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
-        raise _fail(f"{exc.strerror or exc}{where}; check the path and free space, then retry") from None
+        raise term.fail(term.os_error_text(exc)) from None
     except KeyboardInterrupt:
-        Console(stderr=True, highlight=False).print(
-            Text(f"interrupted; continue from the last checkpoint with `presa train --resume {run_dir}`",
-                 style="yellow"))
+        term.warn(f"interrupted; continue from the last checkpoint with `presa train --resume {run_dir}`")
         raise typer.Exit(130) from None
     _summary(console, result)
 
@@ -161,7 +153,7 @@ class _ProgressBar:
         self.bar = Progress(TextColumn("{task.description:<6}"), BarColumn(bar_width=24),
                             MofNCompleteColumn(),
                             TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[metrics]}"),
-                            console=Console(stderr=True), transient=False, disable=not enabled)
+                            console=term.err(), transient=False, disable=not enabled)
         self.task: TaskID | None = None
         self.title = title
 

@@ -469,10 +469,19 @@ _PRELOAD = ["presa.checkpoint", "feedbackgen.sim"]
 """Modules the fork server imports once (torch among them), so workers start without re-importing."""
 
 
+# The fork server listens on a Unix socket under the temporary folder (``<tmp>/pymp-XXXXXXXX/
+# listener-XXXXXXXX``), and a Unix socket path has at most 107 bytes on Linux: with a long $TMPDIR
+# the fork server cannot start ("AF_UNIX path too long"), so workers are spawned instead.
+_UNIX_SOCKET_PATH_MAX = 107
+_FORKSERVER_SOCKET_SUFFIX = len("/pymp-xxxxxxxx/listener-xxxxxxxx")
+
+
 def _mp_context():
     """``forkserver`` where available (a clean process that imports torch once and forks workers from
-    it: fast starts, no inherited threads or simulator state), else ``spawn``."""
-    if "forkserver" in multiprocessing.get_all_start_methods():
+    it: fast starts, no inherited threads or simulator state), else ``spawn`` (also when the
+    temporary folder's path is too long for the fork server's Unix socket)."""
+    socket_fits = len(os.fsencode(tempfile.gettempdir())) + _FORKSERVER_SOCKET_SUFFIX <= _UNIX_SOCKET_PATH_MAX
+    if socket_fits and "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(_PRELOAD)
         return ctx
