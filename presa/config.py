@@ -87,10 +87,16 @@ class TrainConfig:
         alpha: temperature α > 0 of the segment score S_θ.
         gamma: within-segment discount γ ∈ (0, 1].
         eta: weight ratio η > 0 of unsafe to safe segments in g_θ.
-        delta: constraint level δ ∈ (0, 1) of g_θ ≥ δ.
+        delta: constraint level δ ∈ (0, 1) of g_θ ≥ δ; None (default): chosen from the store's
+            attainable ceiling of g_θ, δ = ½ + delta_fraction·(ceiling − ½) (presa.ceiling). A given
+            δ at or above the ceiling is refused with one error line when alignment starts.
+        delta_fraction: ρ ∈ (0, 1) of the default δ rule.
+        delta_margin: the multiplier drives g_θ towards δ + margin (capped halfway to the ceiling),
+            so that g_θ ≥ δ holds in most logging intervals rather than half of them.
         lambda_cb: conservative bias λ_cb ∈ (0, 1] of the preference loss.
         beta_s: slope β_s > 0 of the safety value sigmoid.
-        zref_mode: reference point z_ref: ``ema`` | ``batch`` | ``kl`` | ``zero``.
+        zref_mode: reference point z_ref: ``zero`` (default: a score is measured against π_ref
+            itself) | ``ema`` | ``batch`` | ``kl``.
         zref_momentum: momentum of the ``ema`` reference point, in [0, 1).
         zref_clamp: clamp the ``ema``/``batch`` reference point at ≥ 0 (method.md; False lets it go
             negative, which keeps g_θ ≥ δ reachable for a deterministic policy).
@@ -126,10 +132,12 @@ class TrainConfig:
     alpha: float = 0.2
     gamma: float = 0.99
     eta: float = 0.25
-    delta: float = 0.9
+    delta: float | None = None
+    delta_fraction: float = 0.5
+    delta_margin: float = 0.02
     lambda_cb: float = 1.0
     beta_s: float = 1.0
-    zref_mode: str = "ema"
+    zref_mode: str = "zero"
     zref_momentum: float = 0.9
     zref_clamp: bool = True
     nu_init: float = 1.0
@@ -283,12 +291,17 @@ def _validate(c: TrainConfig) -> None:
             bad(f"{name} must be a finite number, got {v!r}")
         return float(v)
 
-    for name in ("alpha", "gamma", "eta", "delta", "lambda_cb", "beta_s", "zref_momentum", "nu_init",
-                 "nu_lr", "nu_max", "pid_kp", "pid_kd", "dropout", "lr", "align_lr"):
+    for name in ("alpha", "gamma", "eta", "delta_fraction", "delta_margin", "lambda_cb", "beta_s",
+                 "zref_momentum", "nu_init", "nu_lr", "nu_max", "pid_kp", "pid_kd", "dropout", "lr",
+                 "align_lr"):
         finite(name)
-    if not 0.0 < c.delta < 1.0:
+    if c.delta is not None and (finite("delta") <= 0.0 or c.delta >= 1.0):
         bad(f"delta must be in (0, 1) (the constraint is g_θ ≥ δ with g_θ ∈ (0, 1)), got {c.delta:g}; "
-            "use e.g. --set delta=0.9")
+            "leave it unset for the default from the store's ceiling, or use e.g. --set delta=0.7")
+    if not 0.0 < c.delta_fraction < 1.0:
+        bad(f"delta_fraction must be in (0, 1), got {c.delta_fraction:g}")
+    if c.delta_margin < 0.0:
+        bad(f"delta_margin must be >= 0, got {c.delta_margin:g}")
     if c.alpha <= 0:
         bad(f"alpha must be > 0, got {c.alpha:g}")
     if not 0.0 < c.gamma <= 1.0:

@@ -66,8 +66,14 @@ def plot_training_curves(records: list[dict[str, Any]], out: str | Path, *, delt
         else:
             ax.text(0.5, 0.5, f"no {key} (not used by this algorithm)", ha="center", va="center",
                     transform=ax.transAxes, color="grey")
+    logged_delta, logged_ceiling = series("delta")[1], series("g_ceiling")[1]
+    if delta is None and logged_delta:
+        delta = logged_delta[-1]
+    if logged_ceiling and series("g")[0]:
+        axes[0, 1].axhline(logged_ceiling[-1], color="black", ls=":",
+                           label=f"ceiling {logged_ceiling[-1]:.3f}")
     if delta is not None and series("g")[0]:
-        axes[0, 1].axhline(delta, color="red", ls="--", label=f"δ = {delta:g}")
+        axes[0, 1].axhline(delta, color="red", ls="--", label=f"δ = {delta:.3f}")
         xs, ys = series("safe_frac")
         if xs:
             axes[0, 1].plot(xs, ys, color="grey", alpha=0.5, label="safe fraction (batch)")

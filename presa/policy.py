@@ -3,8 +3,10 @@
 Two classes, as in method.md ("Policy"):
 
 - :class:`DeterministicPolicy` — obs → hidden → … → action, ReLU, dropout on hidden layers, tanh
-  output μ_θ(s); ``log π(a|s) = −‖μ_θ(s) − a‖²`` (a Gaussian with variance ½ per dimension, up to a
-  constant, which cancels in every log-ratio).
+  output μ_θ(s). Behaviour cloning minimises ``‖μ_θ(s) − a‖²``; the alignment scores use
+  ``log π(a|s) = −Σ_j (μ_j − a_j)² / (2σ_j²)``, a Gaussian whose per-dimension variance σ_j² is
+  the reference policy's residual variance (:meth:`Policy.score_log_prob`), so that log-ratios
+  are in nats (docs/method.md, "Scores").
 - :class:`GaussianPolicy` — a tanh-squashed Gaussian with state-dependent log-std clamped to
   [−5, 2]; the mean action is ``tanh(mean)``.
 
@@ -178,6 +180,29 @@ class Policy(nn.Module, ABC):
     def kl_from_params(self, params: torch.Tensor, ref_params: torch.Tensor) -> torch.Tensor:
         """KL(π_θ(·|s) ‖ π_ref(·|s)) per row, (B,)."""
 
+    @abstractmethod
+    def score_log_prob(self, params: torch.Tensor, actions: torch.Tensor, ref_params: torch.Tensor,
+                       action_var: torch.Tensor) -> torch.Tensor:
+        """log π(a|s) in nats (up to a constant shared with π_ref) as the alignment scores use it, (B,).
+
+        The spread of the distribution is the reference's, frozen: ``action_var`` (per action
+        dimension, the reference's residual variance) for the deterministic policy, the
+        reference's log-std (from ``ref_params``) for the Gaussian one. Only the mean moves, so
+        a score cannot be raised by changing the variance.
+        """
+
+    @abstractmethod
+    def score_log_prob_bounds(self, ref_params: torch.Tensor, actions: torch.Tensor,
+                              action_var: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(max, min) over mean actions of :meth:`score_log_prob` per row, each (B,): the largest
+        value (the mean on the action) and the smallest (the mean as far from the action as the
+        action space allows; −inf where unbounded)."""
+
+    @abstractmethod
+    def score_kl(self, params: torch.Tensor, ref_params: torch.Tensor,
+                 action_var: torch.Tensor) -> torch.Tensor:
+        """KL(π_θ ‖ π_ref) per row, (B,), of the distributions :meth:`score_log_prob` uses."""
+
     def log_prob(self, obs: torch.Tensor, actions: torch.Tensor,
                  generator: torch.Generator | None = None) -> torch.Tensor:
         return self.log_prob_from_params(self.params(obs, generator).float(), actions)
@@ -206,6 +231,20 @@ class DeterministicPolicy(Policy):
     def kl_from_params(self, params: torch.Tensor, ref_params: torch.Tensor) -> torch.Tensor:
         # Both are N(μ, ½I) (log-density −‖μ − a‖² + const): KL = ‖μ_θ − μ_ref‖² / (2·½).
         return (torch.tanh(params) - torch.tanh(ref_params)).square().sum(-1)
+
+    def score_log_prob(self, params: torch.Tensor, actions: torch.Tensor, ref_params: torch.Tensor,
+                       action_var: torch.Tensor) -> torch.Tensor:
+        return -((torch.tanh(params) - actions).square() / (2.0 * action_var)).sum(-1)
+
+    def score_log_prob_bounds(self, ref_params: torch.Tensor, actions: torch.Tensor,
+                              action_var: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # the mean lies in [-1, 1]: farthest from a is the opposite end, at distance 1 + |a|
+        far = (1.0 + actions.abs()).square()
+        return torch.zeros(actions.shape[0], device=actions.device), -(far / (2.0 * action_var)).sum(-1)
+
+    def score_kl(self, params: torch.Tensor, ref_params: torch.Tensor,
+                 action_var: torch.Tensor) -> torch.Tensor:
+        return ((torch.tanh(params) - torch.tanh(ref_params)).square() / (2.0 * action_var)).sum(-1)
 
 
 @register_policy("gaussian")
@@ -239,6 +278,25 @@ class GaussianPolicy(Policy):
         m2, s2 = self._split(ref_params)
         var_ratio = torch.exp(2.0 * (s1 - s2))
         return (s2 - s1 + 0.5 * (var_ratio + (m1 - m2).square() * torch.exp(-2.0 * s2)) - 0.5).sum(-1)
+
+    def score_log_prob(self, params: torch.Tensor, actions: torch.Tensor, ref_params: torch.Tensor,
+                       action_var: torch.Tensor) -> torch.Tensor:
+        mean, _ = self._split(params)
+        _, ref_log_std = self._split(ref_params)
+        return self.log_prob_from_params(torch.cat([mean, ref_log_std.detach()], dim=-1), actions)
+
+    def score_log_prob_bounds(self, ref_params: torch.Tensor, actions: torch.Tensor,
+                              action_var: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        _, ref_log_std = self._split(ref_params)
+        u = torch.atanh(actions.clamp(-1.0 + _ATANH_EPS, 1.0 - _ATANH_EPS))
+        best = self.log_prob_from_params(torch.cat([u, ref_log_std], dim=-1), actions)
+        return best, torch.full_like(best, -math.inf)  # the pre-tanh mean is unbounded
+
+    def score_kl(self, params: torch.Tensor, ref_params: torch.Tensor,
+                 action_var: torch.Tensor) -> torch.Tensor:
+        mean, _ = self._split(params)
+        ref_mean, ref_log_std = self._split(ref_params)
+        return ((mean - ref_mean).square() * torch.exp(-2.0 * ref_log_std)).sum(-1) / 2.0
 
 
 def build_policy(kind: str, *, obs_dim: int, act_dim: int, hidden: tuple[int, ...] | list[int] = (256, 256),

@@ -58,6 +58,7 @@ from presa.checkpoint import (
 )
 from presa.config import RESUME_MUTABLE, TrainConfig, dump_yaml
 from presa.data import TrainingData, describe, store_fingerprint
+from presa.heldout import HeldoutSet
 from presa.plots import plot_training_curves, read_metrics
 
 
@@ -313,6 +314,21 @@ class _Loop:
                  run_dir: Path, fingerprint: str, start: int) -> None:
         self.cfg, self.data, self.algo, self.gen = cfg, data, algo, gen
         self.run_dir, self.fingerprint, self.start = run_dir, fingerprint, start
+        self.heldout = HeldoutSet.from_data(data)
+        self._reference_metrics: dict[str, float] | None = None
+
+    def heldout_metrics(self) -> dict[str, float]:
+        """``val/...`` metrics of the algorithm's current scores on the held-out feedback, and
+        ``val/ref_...`` of the BC reference's likelihood once it exists (presa.heldout)."""
+        if self.heldout is None:
+            return {}
+        out = self.heldout.metrics(self.algo.heldout_scores)
+        if getattr(self.algo, "reference", None) is not None:
+            if self._reference_metrics is None:
+                self._reference_metrics = self.heldout.metrics(self.algo.reference_scores,  # type: ignore[attr-defined]
+                                                               prefix="val/ref_")
+            out.update(self._reference_metrics)
+        return out
 
     def checkpoint_payload(self, step: int) -> dict[str, Any]:
         sd = self.algo.state_dict()
@@ -351,7 +367,8 @@ class _Loop:
                     now = time.perf_counter()
                     record = {"step": step, **_reduce(sums)}
                     record["train/steps_per_s"] = (step - s0) / max(now - t0, 1e-9)
-                    t0, s0 = now, step
+                    record.update(self.heldout_metrics())
+                    t0, s0 = time.perf_counter(), step  # held-out metrics are not training time
                     sums = {}
                     bad = [k for k, v in record.items() if isinstance(v, float) and not math.isfinite(v)]
                     log.write(json.dumps(record) + "\n")
@@ -367,7 +384,7 @@ class _Loop:
                                         checkpoint=lambda s=step: self.checkpoint_payload(s)))
         final = save_checkpoint(final_checkpoint_path(self.run_dir), self.checkpoint_payload(step))
         plot_training_curves(read_metrics(metrics_path), self.run_dir / "curves.png",
-                             delta=cfg.delta if algo.needs_safety else None,
+                             delta=cfg.delta if algo.needs_safety and cfg.delta is not None else None,
                              bc_steps=cfg.bc_steps if algo.phase(0) == "bc" and cfg.bc_steps < cfg.total_steps
                              else None,
                              title=f"{self.run_dir.name}")

@@ -6,7 +6,17 @@ To add one, write ``presa/algos/<name>.py`` with a class decorated ``@register("
 """
 
 # registration side effects:
-from presa.algos import bc_all, bc_safe, bc_safe_seg, binary, cpl, presa, safety_only, two_stage  # noqa: F401
+from presa.algos import (  # noqa: F401
+    bc_all,
+    bc_safe,
+    bc_safe_seg,
+    binary,
+    cpl,
+    presa,
+    safety_only,
+    trac,
+    two_stage,
+)
 from presa.algos.base import (
     ALGORITHMS,
     Algorithm,

@@ -50,6 +50,10 @@ from presa.policy import Policy, build_policy
 ALGORITHMS: dict[str, type[Algorithm]] = {}
 
 _REF_CHUNK = 65_536
+_SCORE_CHUNK = 4_096
+#: floor of the reference's residual action variance σ_j² (a policy that fits the data exactly
+#: would otherwise make every log-ratio infinite).
+ACTION_VAR_FLOOR = 1e-4
 
 
 def register(name: str) -> Callable[[type[Algorithm]], type[Algorithm]]:
@@ -145,6 +149,24 @@ class Algorithm(ABC):
         self.optimizer.step()
         return {"bc_loss": loss.detach(), "lr": self.cfg.lr}
 
+    @torch.no_grad()
+    def heldout_scores(self, segments: torch.Tensor) -> torch.Tensor:
+        """A score per segment for the held-out metrics (no dropout): α·Σ_t γ^t·log π_θ(a_t|s_t)
+        with BC's log π = −‖μ − a‖². Alignment algorithms score with S_θ instead."""
+        was_training = self.policy.training
+        self.policy.eval()
+        try:
+            out = []
+            for lo in range(0, int(segments.shape[0]), _SCORE_CHUNK):
+                seg = segments[lo:lo + _SCORE_CHUNK]
+                rows, weights = self.data.seg_index[seg], self.data.seg_weight[seg]
+                params = self.policy.params(self.data.obs[rows.reshape(-1)]).float()
+                logp = self.policy.log_prob_from_params(params, self.data.actions[rows.reshape(-1)])
+                out.append(self.cfg.alpha * (logp.view(rows.shape) * weights).sum(-1))
+            return torch.cat(out)
+        finally:
+            self.policy.train(was_training)
+
     # -- state ----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {"policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -203,7 +225,8 @@ class ReferenceAlignment(Algorithm):
         super().__init__(cfg, data, generator)
         self.reference: dict[str, torch.Tensor] | None = None
         self.ref_params: torch.Tensor | None = None  # (N, param_dim)
-        self.ref_logp: torch.Tensor | None = None    # (N,)
+        self.ref_logp: torch.Tensor | None = None    # (N,) in nats, see Policy.score_log_prob
+        self.action_var: torch.Tensor | None = None  # (act,) the reference's residual variance
 
     def phase(self, step: int) -> str:
         return "bc" if step < self.cfg.bc_steps else "align"
@@ -213,7 +236,9 @@ class ReferenceAlignment(Algorithm):
             return self.bc_update()
         if self.reference is None:
             self.make_reference()
-        self.policy.train()
+        # Alignment scores π_θ without dropout, as π_ref's cache is computed: with dropout on one
+        # side only every log-ratio is biased (docs/method.md, "Scores").
+        self.policy.eval()
         lr = warmup_lr(step, self.cfg)
         self.set_lr(lr)
         out = self.align_update(step)
@@ -236,13 +261,14 @@ class ReferenceAlignment(Algorithm):
                            hidden=self.cfg.hidden, dropout=self.cfg.dropout).to(self.device)
         ref.load_state_dict(self.reference)
         ref.eval()
-        params, logp = [], []
-        for lo in range(0, self.data.n_transitions, _REF_CHUNK):
-            p = ref.params(self.data.obs[lo:lo + _REF_CHUNK]).float()
-            params.append(p)
-            logp.append(ref.log_prob_from_params(p, self.data.actions[lo:lo + _REF_CHUNK]))
+        params = [ref.params(self.data.obs[lo:lo + _REF_CHUNK]).float()
+                  for lo in range(0, self.data.n_transitions, _REF_CHUNK)]
         self.ref_params = torch.cat(params)
-        self.ref_logp = torch.cat(logp)
+        residual = ref.mean_from_params(self.ref_params) - self.data.actions
+        self.action_var = residual.square().mean(0).clamp(min=ACTION_VAR_FLOOR)
+        self.ref_logp = torch.cat([
+            self.policy.score_log_prob(p, self.data.actions[lo:lo + _REF_CHUNK], p, self.action_var)
+            for lo, p in zip(range(0, self.data.n_transitions, _REF_CHUNK), params, strict=True)])
 
     def segment_scores(self, segments: torch.Tensor, *, with_kl: bool = False
                        ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -258,14 +284,56 @@ class ReferenceAlignment(Algorithm):
         with self.autocast():
             params = self.policy.params(self.data.obs[flat], self.gen)
         params = params.float()
-        logp = self.policy.log_prob_from_params(params, self.data.actions[flat]).view(rows.shape)
+        ref_params = self.ref_params[flat]
+        logp = self.policy.score_log_prob(params, self.data.actions[flat], ref_params,
+                                          self.action_var).view(rows.shape)
         scores = losses.segment_scores(logp, self.ref_logp[rows], weights, self.cfg.alpha)
         kl = None
         if with_kl:
             with torch.no_grad():
-                kl_rows = self.policy.kl_from_params(params.detach(), self.ref_params[flat]).view(rows.shape)
+                kl_rows = self.policy.score_kl(params.detach(), ref_params, self.action_var).view(rows.shape)
                 kl = self.cfg.alpha * (kl_rows * weights).sum(-1)
         return scores, kl
+
+    def score_bounds(self, segments: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The largest and the smallest score S_θ each of ``segments`` can reach, (K,) each.
+
+        The largest puts the mean action on every action of the segment; the smallest puts it as
+        far away as the action space allows (−inf for the Gaussian, whose pre-tanh mean is
+        unbounded). These bound what any policy of this class can score on a segment, whatever
+        its weights (docs/method.md, "The attainable ceiling").
+        """
+        assert self.ref_logp is not None and self.ref_params is not None
+        rows = self.data.seg_index[segments]
+        weights = self.data.seg_weight[segments]
+        flat = rows.reshape(-1)
+        best, worst = self.policy.score_log_prob_bounds(self.ref_params[flat], self.data.actions[flat],
+                                                        self.action_var)
+        ref = self.ref_logp[rows]
+        hi = losses.segment_scores(best.view(rows.shape), ref, weights, self.cfg.alpha)
+        lo = losses.segment_scores(worst.view(rows.shape), ref, weights, self.cfg.alpha)
+        return hi, lo
+
+    @torch.no_grad()
+    def heldout_scores(self, segments: torch.Tensor) -> torch.Tensor:
+        """S_θ of ``segments`` (no dropout) once the reference exists; before, the BC scores."""
+        if self.reference is None:
+            return super().heldout_scores(segments)
+        was_training = self.policy.training
+        self.policy.eval()
+        try:
+            return torch.cat([self.segment_scores(segments[lo:lo + _SCORE_CHUNK])[0]
+                              for lo in range(0, int(segments.shape[0]), _SCORE_CHUNK)])
+        finally:
+            self.policy.train(was_training)
+
+    @torch.no_grad()
+    def reference_scores(self, segments: torch.Tensor) -> torch.Tensor:
+        """α·Σ_t γ^t·log π_ref(a_t|s_t) of ``segments``: the BC reference's own likelihood as a score,
+        the baseline the held-out accuracies of alignment are compared with."""
+        assert self.ref_logp is not None
+        rows = self.data.seg_index[segments]
+        return self.cfg.alpha * (self.ref_logp[rows] * self.data.seg_weight[segments]).sum(-1)
 
     def state_dict(self) -> dict[str, Any]:
         sd = super().state_dict()
@@ -278,4 +346,4 @@ class ReferenceAlignment(Algorithm):
         if self.reference is not None:
             self._cache_reference()
         else:
-            self.ref_params = self.ref_logp = None
+            self.ref_params = self.ref_logp = self.action_var = None

@@ -1,14 +1,17 @@
-"""PreSa: preference alignment under a safety-alignment constraint (``shared/docs/method.md``).
+"""PreSa: preference alignment under a safety-alignment constraint (docs/method.md).
 
 Phase 1 (steps < ``bc_steps``): behaviour cloning on every transition; the result becomes the
-frozen reference π_ref (see :class:`presa.algos.base.ReferenceAlignment`). Phase 2, per step::
+frozen reference π_ref (see :class:`presa.algos.base.ReferenceAlignment`), whose residual action
+variance calibrates the scores (log-likelihood ratios in nats). When phase 2 starts, the
+attainable ceiling of g_θ on this store and threshold is computed (:mod:`presa.ceiling`) and δ
+is chosen from it (or a given δ is checked against it). Phase 2, per step::
 
     pairs (a, b, y = P(b ≻ a)) and safety segments (σ, u) drawn uniformly
-    S_θ for all 2·pair_batch + safety_batch segments in one forward pass
-    z_ref ← reference point (ema | batch | kl | zero), detached
+    S_θ for all 2·pair_batch + safety_batch segments in one forward pass (no dropout)
+    z_ref ← reference point (zero by default | ema | batch | kl), detached
     g_θ   = weighted KTO-style value of the safety batch
-    L     = L_pref(S_a, S_b, y) + ν · (δ − g_θ)          → one Adam step on θ
-    ν     ← dual update (sgd: clip(ν + lr_ν(δ − g_θ), 0, ν_max); or pid)
+    L     = L_pref(S_a, S_b, y) + ν · (δ_target − g_θ)     → one Adam step on θ
+    ν     ← dual update towards δ_target = δ + margin (sgd: clip(ν + lr_ν(δ_target − g_θ), 0, ν_max); or pid)
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 import torch
 
 from feedbackgen.errors import FeedbackgenError
+from presa import ceiling as ceiling_rule
 from presa import losses
 from presa.algos.base import ReferenceAlignment, register
 from presa.config import TrainConfig
@@ -58,6 +62,28 @@ class PreSa(ReferenceAlignment):
         self.zref = torch.tensor(0.0, dtype=torch.float32, device=self.device)
         self.pid_integral = self.nu.clone()
         self.pid_prev_error: torch.Tensor | None = None
+        self.ceiling: ceiling_rule.Ceiling | None = None
+        self.delta = self.delta_target = float("nan")
+
+    def _cache_reference(self) -> None:
+        super()._cache_reference()
+        self.set_constraint()
+
+    def set_constraint(self) -> None:
+        """Compute g_θ's attainable ceiling on the training safety segments and choose δ (or check
+        the configured one). Deterministic given the reference, so a resumed run gets the same."""
+        cfg, d = self.cfg, self.data
+        s_max, s_min = self.score_bounds(d.safety_segment)
+        observed_safe = float(d.safety_label.mean())
+        sources = d.store.metadata.get("label_sources", [])
+        human = any(str(src.get("id", "")).startswith("human:") for src in sources if isinstance(src, dict))
+        purity = ((1.0, 1.0, "human labels: purity unknown, taken as 1") if human else
+                  ceiling_rule.purity_from_noise_model(d.store.metadata.get("safety"), observed_safe))
+        self.ceiling = ceiling_rule.ceiling(d.safety_label, s_max, s_min, beta_s=cfg.beta_s, eta=cfg.eta,
+                                            purity=purity)
+        self.delta = ceiling_rule.choose_delta(self.ceiling, cfg.delta, cfg.delta_fraction,
+                                               threshold=d.threshold)
+        self.delta_target = min(self.delta + cfg.delta_margin, (self.delta + self.ceiling.value) / 2.0)
 
     def align_update(self, step: int) -> dict[str, torch.Tensor | float]:
         cfg, d = self.cfg, self.data
@@ -74,7 +100,7 @@ class PreSa(ReferenceAlignment):
                                   kl[2 * n:].mean() if kl is not None else None, clamp=cfg.zref_clamp)
         g = losses.safety_alignment(s_s, safe, zref, cfg.beta_s, cfg.eta)
         pref = losses.preference_loss(s_a, s_b, y, cfg.lambda_cb)
-        loss = losses.lagrangian(pref, g, self.nu, cfg.delta)
+        loss = losses.lagrangian(pref, g, self.nu, self.delta_target)
 
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -91,17 +117,18 @@ class PreSa(ReferenceAlignment):
                 "pref_acc": losses.preference_accuracy(s_a.detach(), s_b.detach(), y),
                 "score_safe": (s_det * safe).sum() / n_safe.clamp(min=1),
                 "score_unsafe": (s_det * (1 - safe)).sum() / (safe.numel() - n_safe).clamp(min=1),
+                "delta": self.delta, "g_ceiling": self.ceiling.value if self.ceiling else float("nan"),
             }
 
     def dual_update(self, g: torch.Tensor) -> None:
         """Move ν with the configured rule (g_θ detached)."""
         cfg = self.cfg
         if cfg.nu_rule == "sgd":
-            self.nu = losses.dual_update_sgd(self.nu, g, cfg.delta, cfg.nu_lr, cfg.nu_max)
+            self.nu = losses.dual_update_sgd(self.nu, g, self.delta_target, cfg.nu_lr, cfg.nu_max)
         else:
             self.nu, self.pid_integral, self.pid_prev_error = losses.dual_update_pid(
-                self.pid_integral, self.pid_prev_error, g, cfg.delta, cfg.nu_lr, cfg.pid_kp, cfg.pid_kd,
-                cfg.nu_max)
+                self.pid_integral, self.pid_prev_error, g, self.delta_target, cfg.nu_lr, cfg.pid_kp,
+                cfg.pid_kd, cfg.nu_max)
 
     def state_dict(self) -> dict[str, Any]:
         sd = super().state_dict()

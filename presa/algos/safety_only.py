@@ -2,11 +2,11 @@
 preferences.
 
 Phase 1 is the same behaviour cloning as PreSa (``bc_steps``, then the frozen reference π_ref).
-Phase 2 minimises ``ν₀ · (δ − g_θ)`` on a batch of ``safety_batch`` safety-labelled segments, with
+Phase 2 minimises ``ν₀ · (1 − g_θ)`` on a batch of ``safety_batch`` safety-labelled segments, with
 g_θ PreSa's weighted KTO-style safety value (``beta_s``, ``eta``) and z_ref PreSa's reference point
 (``zref_mode``, ``zref_momentum``). The weight is fixed at ``nu_init`` (no dual update, ``nu_lr`` and
 ``nu_rule`` are unused) and must be > 0. With Adam the weight scales the only loss term, so it
-barely changes the steps; δ only shifts the loss value. The preference pairs are not used.
+barely changes the steps. δ is unused. The preference pairs are not used.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class SafetyOnly(ReferenceAlignment):
         zref = losses.zref_update(cfg.zref_mode, self.zref, scores, cfg.zref_momentum,
                                   kl.mean() if kl is not None else None, clamp=cfg.zref_clamp)
         g = losses.safety_alignment(scores, safe, zref, cfg.beta_s, cfg.eta)
-        loss = self.nu * (cfg.delta - g)
+        loss = self.nu * (1.0 - g)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

@@ -19,13 +19,15 @@ from presa.algos import get_algorithm
 from presa.algos.bc_safe import safe_episode_pool
 from presa.algos.bc_safe_seg import safe_segment_pool
 from presa.algos.binary import binary_labels
+from presa.algos.trac import trac_labels, trac_loss
 from presa.algos.two_stage import COST_MARGIN, COST_TEMPERATURE, StepModel, segment_threshold
 from presa.checkpoint import load_actor, load_checkpoint
 from presa.config import resolve_config
 from presa.data import TrainingData
+from presa.heldout import segment_safe_oracle
 from presa.trainer import resume, train
 
-BASELINES = ("bc_safe_seg", "bc_safe", "cpl", "safety_only", "binary", "two_stage")
+BASELINES = ("bc_safe_seg", "bc_safe", "cpl", "safety_only", "binary", "two_stage", "trac")
 SMALL = {"hidden": [32, 32], "pair_batch": 16, "safety_batch": 16, "bc_batch": 64, "log_every": 10,
          "checkpoint_every": 0, "warmup_steps": 10}
 
@@ -88,6 +90,44 @@ def test_bc_safe_on_a_stripped_store_is_a_clear_error(tiny_store: Path, tmp_path
         train(_cfg("bc_safe"), stripped, tmp_path / "run")
     assert "\n" not in str(exc.value)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("kappa", [5.0, 20.0])
+def test_trac_labels_top_safe_half_desirable_every_unsafe_undesirable(tiny_store: Path, kappa: float):
+    data = TrainingData.from_store(tiny_store, threshold=kappa, gamma=0.99)
+    store = open_store(tiny_store)
+    segs, labels = trac_labels(data)
+    segs, labels = segs.numpy(), labels.numpy()
+    safe = segment_safe_oracle(store, store.threshold_index(kappa))
+    ret = np.asarray(store.oracle.segment_return, dtype=np.float64)
+    used = np.unique(np.concatenate([np.asarray(store.pref_a), np.asarray(store.pref_b),
+                                     np.asarray(store.safety_segment)]))
+    # every unsafe segment the feedback uses is undesirable, and nothing else is
+    assert set(segs[labels == 0]) == set(used[~safe[used]])
+    # desirable: the safe segments at or above the median return of the safe ones
+    safe_used = used[safe[used]]
+    want = set(safe_used[ret[safe_used] >= np.quantile(ret[safe_used], 0.5)])
+    assert set(segs[labels == 1]) == want and 0 < len(want) < len(safe_used) + 1
+    # segment safety agrees with the stored oracle labels of the safety rows
+    k = store.threshold_index(kappa)
+    rows = np.asarray(store.safety_segment)
+    assert np.array_equal(safe[rows], np.asarray(store.oracle.safety_label)[:, k] == 1)
+
+
+def test_trac_on_a_stripped_store_is_a_clear_error(tiny_store: Path, tmp_path: Path):
+    stripped = strip_store(tiny_store, tmp_path / "blind.zarr")
+    data = TrainingData.from_store(stripped, threshold=20.0, gamma=0.99)
+    with pytest.raises(FeedbackgenError, match="trac needs the ground-truth"):
+        get_algorithm("trac").check_data(data, _cfg("trac"))
+
+
+def test_trac_loss_is_weighted_log_sigmoid_classification():
+    scores = torch.tensor([2.0, -1.0, 0.5, -3.0])
+    good = torch.tensor([1.0, 1.0, 0.0, 0.0])
+    w_u = 0.25 * 2 / 2
+    want = -(torch.nn.functional.logsigmoid(torch.tensor([2.0, -1.0])).sum()
+             + w_u * torch.nn.functional.logsigmoid(torch.tensor([-0.5, 3.0])).sum()) / 4
+    assert torch.allclose(trac_loss(scores, good, 0.25), want)
 
 
 def test_merged_binary_labels_follow_the_documented_rule():
@@ -348,7 +388,7 @@ def _stop_at(step: int):
     return callback
 
 
-@pytest.mark.parametrize("algo,stops", [("two_stage", (12, 27)), ("binary", (22,))])
+@pytest.mark.parametrize("algo,stops", [("two_stage", (12, 27)), ("binary", (22,)), ("trac", (22,))])
 def test_resume_is_bit_identical(tiny_store: Path, tmp_path: Path, algo: str, stops: tuple[int, ...]):
     """A run interrupted (checkpoints every 5 steps) and resumed ends with exactly the uninterrupted
     run's state; two_stage is interrupted in its model phase and again after the relabelling."""

@@ -13,8 +13,10 @@ from presa.config import TrainConfig, load_config_file, parse_set, resolve_confi
 
 def test_defaults_are_the_method_defaults() -> None:
     c = TrainConfig()
-    assert (c.alpha, c.gamma, c.eta, c.delta, c.lambda_cb) == (0.2, 0.99, 0.25, 0.9, 1.0)
-    assert (c.nu_init, c.nu_lr, c.nu_max, c.zref_mode, c.zref_momentum) == (1.0, 1e-3, 100.0, "ema", 0.9)
+    assert (c.alpha, c.gamma, c.eta, c.lambda_cb) == (0.2, 0.99, 0.25, 1.0)
+    # δ from the store's attainable ceiling (docs/method.md), scores against π_ref itself
+    assert (c.delta, c.delta_fraction, c.delta_margin) == (None, 0.5, 0.02)
+    assert (c.nu_init, c.nu_lr, c.nu_max, c.zref_mode, c.zref_momentum) == (1.0, 1e-3, 100.0, "zero", 0.9)
     assert (c.pair_batch, c.safety_batch, c.hidden, c.dropout) == (96, 96, (256, 256), 0.25)
     assert (c.lr, c.align_lr, c.warmup_steps, c.precision, c.device) == (1e-4, 1e-5, 10_000, "fp32", "cpu")
 
@@ -58,7 +60,7 @@ def test_frozen_and_roundtrip() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         c.alpha = 1.0  # type: ignore[misc]
     assert TrainConfig.from_dict(c.to_dict()) == c
-    assert c.replace(delta=0.95).delta == 0.95 and c.delta == 0.9
+    assert c.replace(delta=0.95).delta == 0.95 and c.delta is None
 
 
 @pytest.mark.parametrize("delta", [0.0, 1.0, 1.2, -0.1])

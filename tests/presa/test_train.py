@@ -190,12 +190,28 @@ def nu_series(run: Path) -> list[float]:
 
 
 def test_nu_rises_while_constraint_violated(toy_store: Path, tmp_path: Path) -> None:
-    # δ = 0.99 cannot be met by an untrained policy (g ≈ ½): ν must climb every interval
-    train(cfg_of(delta=0.99, nu_lr=0.05, total_steps=50, checkpoint_every=0), toy_store, tmp_path / "up")
+    # δ = 0.64 is just under this store's ceiling (0.647) and far above an untrained policy's g ≈ ½:
+    # ν must climb every interval
+    train(cfg_of(delta=0.64, delta_margin=0.0, nu_lr=0.05, total_steps=50, checkpoint_every=0), toy_store,
+          tmp_path / "up")
     nus = nu_series(tmp_path / "up")
     assert nus[0] > 1.0 and all(b > a for a, b in zip(nus, nus[1:], strict=False))
-    g = [r["train/g"] for r in records(tmp_path / "up") if "train/g" in r]
-    assert max(g) < 0.99
+    recs = records(tmp_path / "up")
+    g = [r["train/g"] for r in recs if "train/g" in r]
+    assert max(g) < 0.64
+    assert recs[-1]["train/delta"] == pytest.approx(0.64) and 0.64 < recs[-1]["train/g_ceiling"] < 0.66
+
+
+def test_unattainable_delta_is_refused(toy_store: Path, tmp_path: Path) -> None:
+    # δ = 0.99 is above the attainable ceiling of g on this store: refused when alignment starts
+    with pytest.raises(FeedbackgenError, match=r"delta 0.99 cannot be met .* ceiling of g is 0\.6"):
+        train(cfg_of(delta=0.99, total_steps=50, checkpoint_every=0), toy_store, tmp_path / "no")
+
+
+def test_default_delta_is_halfway_to_the_ceiling(toy_store: Path, tmp_path: Path) -> None:
+    train(cfg_of(total_steps=50, checkpoint_every=0), toy_store, tmp_path / "auto")
+    last = records(tmp_path / "auto")[-1]
+    assert last["train/delta"] == pytest.approx(0.5 + 0.5 * (last["train/g_ceiling"] - 0.5), abs=1e-6)
 
 
 def test_nu_falls_to_zero_once_constraint_holds(toy_store: Path, tmp_path: Path) -> None:
@@ -226,7 +242,7 @@ def test_direction_of_effect_preferences_push_up_safety_holds_down(toy_store: Pa
     )
     obs = np.asarray(open_store(toy_store).observations)
     train(cfg_of(**base, nu_init=0.0, delta=0.01), toy_store, tmp_path / "pref")
-    train(cfg_of(**base, nu_init=20.0, nu_lr=1e-6, delta=0.99), toy_store, tmp_path / "safe")
+    train(cfg_of(**base, nu_init=20.0, nu_lr=1e-6, delta=0.8), toy_store, tmp_path / "safe")
     a_pref = float(load_actor(tmp_path / "pref")(obs).mean())
     a_safe = float(load_actor(tmp_path / "safe")(obs).mean())
     data_mean = float(np.asarray(open_store(toy_store).actions).mean())
