@@ -49,7 +49,7 @@ import numpy as np
 
 from feedbackgen.errors import FeedbackgenError
 from feedbackgen.labels import TEACHER, label_sources, normalize_source, source_columns
-from feedbackgen.store import open_store
+from feedbackgen.store import open_store, split_columns
 
 DEFAULT_PAIRS = 20
 FRAME_MS = 120
@@ -176,6 +176,8 @@ class Annotation:
         b = np.asarray(data.pref_b[...], np.int64)
         teacher_rows = np.flatnonzero([sources[i]["kind"] == TEACHER for i in psrc]) if psrc.size else \
             np.zeros(0, np.int64)
+        # never the validation pairs: a person's answers are imported as training rows
+        teacher_rows = teacher_rows[~split_columns(data)[0][teacher_rows]]
         if teacher_rows.size == 0:
             raise FeedbackgenError(f"{store} has no teacher preference pairs to ask about; make a store with "
                                    "`feedbackgen make` first")

@@ -39,7 +39,8 @@ function: its ``{"op": "answer", "id": N, "rows": [...]}`` lines carry rows in t
 ``{"op": "undo", "id": N}`` withdraws an answer, and a line cut off by a crash is ignored.
 
 The result is a new store version (store id ``...-vN`` becomes ``...-vN+1``), written atomically;
-with an ``oracle`` group, the noise-free labels of imported rows are computed from it.
+with an ``oracle`` group, the noise-free labels of imported rows are computed from it. In a store
+with a validation split (``preferences/split``, ``safety/split``) imported rows are training rows.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ from typing import Any
 import numpy as np
 
 from feedbackgen.errors import FeedbackgenError
-from feedbackgen.store import FeedbackData, OracleData, open_store, write_store
+from feedbackgen.store import FeedbackData, OracleData, open_store, split_columns, write_store
 
 HUMAN, TEACHER, ALL = "human", "teacher", "all"
 SOURCE_KINDS = (TEACHER, HUMAN)
@@ -753,6 +754,10 @@ def _extended(data: FeedbackData, res: _Resolver, prefs: list, safes: list, sour
                                             [r.confidence for r, _ in safes]]).astype(np.float32)
     old_single = _single_column(data)
     out.safety_single = np.concatenate([old_single, [r.single for r, _ in safes]]).astype(bool)
+    if data.has_split:  # imported rows are training rows
+        old_pref_val, old_saf_val = split_columns(data)
+        out.pref_split = np.concatenate([old_pref_val, np.zeros(len(prefs), bool)]).astype(np.int8)
+        out.safety_split = np.concatenate([old_saf_val, np.zeros(len(safes), bool)]).astype(np.int8)
 
     meta = copy.deepcopy(data.metadata) if isinstance(data.metadata, dict) else {}
     if data.oracle is not None:

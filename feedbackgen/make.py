@@ -7,15 +7,22 @@ One frozen :class:`MakeConfig` (validated on construction) -> :func:`make_store`
    ``safety_from_pairs=False``, ``n_safety`` more segments for the safety channel (otherwise the
    safety segments are the first ``n_safety`` pair segments — the draws are i.i.d., so any subset
    is an unbiased sample);
+   With ``val_fraction > 0`` the episodes are split first (a seeded choice of about
+   ``val_fraction`` of the episodes long enough for a segment, at least one on each side): the
+   last ``round(val_fraction * n_pairs)`` pairs and the last ``round(val_fraction * n_safety)``
+   safety rows are drawn from the validation episodes only, the others from the training
+   episodes only, so no validation segment shares a transition with a training segment (see
+   :func:`split_counts`);
 3. label the pairs with the teacher (y = P(b ≻ a)); pairs the teacher skips are dropped, their
    segments stay in the segment table;
 4. label the safety segments for every threshold of the task (1 = safe);
 5. compute the observation mean/std, the oracle group and the quality summary;
 6. write the store atomically, streaming the transitions from the source in chunks.
 
-Randomness: ``numpy.random.SeedSequence(seed).spawn(4)`` gives four independent generators, in
-order: pair segments, teacher, separate safety segments, safety noise. Same source + same config
-= identical arrays (``feedbackgen verify`` relies on it).
+Randomness: ``numpy.random.SeedSequence(seed).spawn(5)`` gives five independent generators, in
+order: pair segments, teacher, separate safety segments, safety noise, validation episodes (the
+first four are those of ``spawn(4)``, so a store without a split is drawn as before the split
+existed). Same source + same config = identical arrays (``feedbackgen verify`` relies on it).
 
 Example:
     >>> from feedbackgen.make import MakeConfig, make_store                  # doctest: +SKIP
@@ -66,6 +73,7 @@ _DEFAULT_SEGMENT_LENGTH = 20
 _MAX_LABELS = 10**9
 # parameters that do not change the store's content
 _NON_CONTENT_FIELDS = ("source", "out", "overwrite", "download")
+DEFAULT_VAL_FRACTION = 0.1
 
 
 def _is_int(x: Any) -> bool:
@@ -134,6 +142,8 @@ class MakeConfig:
         n_safety: number of safety-labelled segments (default 10,000).
         safety_from_pairs: safety segments are the first ``n_safety`` pair segments (True), or
             drawn separately (False).
+        val_fraction: share of the episodes (and of the pairs and safety rows) held out as a
+            validation split, in [0, 1); 0 makes no split (default 0.1).
         seed: the one seed of the run.
         overwrite: replace an existing store at ``out``.
         download: allow downloading the source.
@@ -153,6 +163,7 @@ class MakeConfig:
     n_pairs: int = 10_000
     n_safety: int = 10_000
     safety_from_pairs: bool = True
+    val_fraction: float = DEFAULT_VAL_FRACTION
     seed: int = 0
     overwrite: bool = False
     download: bool = True
@@ -174,6 +185,10 @@ class MakeConfig:
                 flag = "--" + name.replace("_", "-")
                 raise FeedbackgenError(f"{flag} must be a probability in [0, 1], got {value!r}")
             object.__setattr__(self, name, float(value))
+        if not _is_prob(self.val_fraction) or self.val_fraction >= 1.0:
+            raise FeedbackgenError(f"--val-fraction must be in [0, 1) (0 = no validation split), "
+                                   f"got {self.val_fraction!r}")
+        object.__setattr__(self, "val_fraction", float(self.val_fraction))
         if not _is_int(self.n_pairs) or self.n_pairs < 1:
             raise FeedbackgenError(f"--n-pairs must be a whole number >= 1, got {self.n_pairs!r}")
         if self.n_pairs > _MAX_LABELS or (_is_int(self.n_safety) and self.n_safety > _MAX_LABELS):
@@ -230,17 +245,27 @@ class MakeConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], **override: Any) -> MakeConfig:
-        """Rebuild a config recorded in a store (unknown keys are an error)."""
+        """Rebuild a config recorded in a store (unknown keys are an error).
+
+        A config recorded before the validation split existed has no ``val_fraction``: that store
+        was made without a split, so it reads as ``val_fraction=0``.
+        """
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
             raise FeedbackgenError(f"make config: unknown keys {unknown}; the store was made by another "
                                    "version of feedbackgen")
-        return cls(**{**d, **override})
+        return cls(**{"val_fraction": 0.0, **d, **override})
 
     def content_params(self) -> dict[str, Any]:
-        """The fields that determine the store's content (not where it goes or comes from)."""
+        """The fields that determine the store's content (not where it goes or comes from).
+
+        ``val_fraction`` is left out when it is 0: such a store is the one made before the split
+        existed, and keeps that store's id (so older stores still verify).
+        """
         d = self.to_dict()
+        if not d["val_fraction"]:
+            del d["val_fraction"]
         return {k: v for k, v in d.items() if k not in _NON_CONTENT_FIELDS}
 
 
@@ -292,6 +317,50 @@ def observation_stats(observations: Any, *,
     return mean, std
 
 
+def _round_half_up(x: float) -> int:
+    return int(math.floor(x + 0.5))
+
+
+def split_counts(n_pairs: int, n_safety: int, val_fraction: float, *,
+                 safety_from_pairs: bool) -> tuple[int, int]:
+    """``(V, M_val)``: the pairs and safety rows asked for on the validation side.
+
+    ``V = round(val_fraction * n_pairs)`` and ``M_val = round(val_fraction * n_safety)`` (half
+    up), each leaving at least one training row when there are two or more. With safety on the
+    pair segments, ``M_val`` is also kept within the ``2 V`` validation pair segments and the
+    ``2 (n_pairs - V)`` training ones.
+
+    Example:
+        >>> split_counts(200, 150, 0.1, safety_from_pairs=True)
+        (20, 15)
+    """
+    if val_fraction <= 0:
+        return 0, 0
+    V = min(_round_half_up(val_fraction * n_pairs), max(n_pairs - 1, 0))
+    M_val = min(_round_half_up(val_fraction * n_safety), max(n_safety - 1, 0))
+    if safety_from_pairs:
+        M_val = max(min(M_val, 2 * V), n_safety - 2 * (n_pairs - V))
+    return V, M_val
+
+
+def choose_validation_episodes(episode_length: np.ndarray, H: int, val_fraction: float,
+                               rng: np.random.Generator) -> np.ndarray:
+    """The validation episodes: a seeded choice of ``round(val_fraction * E)`` of the ``E``
+    episodes with at least ``H`` steps (the only ones a segment can come from), at least one and
+    at most ``E - 1``; sorted int64 ids.
+
+    Raises:
+        FeedbackgenError: fewer than two episodes have ``H`` steps (nothing to hold out).
+    """
+    eligible = np.flatnonzero(np.asarray(episode_length) >= H)
+    if eligible.size < 2:
+        raise FeedbackgenError(f"--val-fraction {val_fraction:g} holds out whole episodes, but only "
+                               f"{eligible.size} episode has at least {H} steps; pass --val-fraction 0 "
+                               "(no validation split) or a smaller --segment-length")
+    k = min(max(_round_half_up(val_fraction * eligible.size), 1), eligible.size - 1)
+    return np.sort(rng.choice(eligible, size=k, replace=False)).astype(np.int64)
+
+
 class _Progressed:
     """An array-like that reports how far a chunked reader (``write_store``) has sliced it."""
 
@@ -329,18 +398,37 @@ def build_feedback(cfg: MakeConfig, task: Task, traj: Trajectories, source: dict
     safety = cfg.safety_spec()
     H = seg_spec.resolve(task.max_episode_steps)
     thresholds = np.asarray(task.thresholds, dtype=np.float64)
-    rng_seg, rng_pref, rng_safe_seg, rng_safe = (np.random.default_rng(s)
-                                                 for s in np.random.SeedSequence(cfg.seed).spawn(4))
+    rng_seg, rng_pref, rng_safe_seg, rng_safe, rng_split = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(cfg.seed).spawn(5))
     P, M = cfg.n_pairs, cfg.n_safety
     ep_start, ep_len = traj.episode_start, traj.episode_length
 
-    seg_ep, seg_start, seg_len = sample_segments(ep_start, ep_len, 2 * P, H, rng_seg)
-    if cfg.safety_from_pairs:
-        safety_segment = np.arange(M, dtype=np.int64)
+    split = cfg.val_fraction > 0
+    V, M_val = split_counts(P, M, cfg.val_fraction, safety_from_pairs=cfg.safety_from_pairs)
+    if split:
+        # whole episodes on each side; the last V pairs (segments P-V..P-1 and 2P-V..2P-1) are
+        # drawn from the validation episodes, the others from the training episodes
+        sample_segments(ep_start, ep_len, 0, H, rng_seg)  # the usual error when no episode has H steps
+        val_eps = choose_validation_episodes(ep_len, H, cfg.val_fraction, rng_split)
+        train_eps = np.setdiff1d(np.arange(traj.n_episodes, dtype=np.int64), val_eps)
+        tr = sample_segments(ep_start, ep_len, 2 * (P - V), H, rng_seg, episodes=train_eps)
+        va = sample_segments(ep_start, ep_len, 2 * V, H, rng_seg, episodes=val_eps)
+        seg_ep, seg_start, seg_len = (np.concatenate([t[:P - V], v[:V], t[P - V:], v[V:]])
+                                      for t, v in zip(tr, va, strict=True))
+        train_ids = np.concatenate([np.arange(P - V), np.arange(P, 2 * P - V)]).astype(np.int64)
+        val_ids = np.concatenate([np.arange(P - V, P), np.arange(2 * P - V, 2 * P)]).astype(np.int64)
     else:
-        s_ep, s_start, s_len = sample_segments(ep_start, ep_len, M, H, rng_safe_seg)
-        seg_ep, seg_start, seg_len = (np.concatenate(x) for x in ((seg_ep, s_ep), (seg_start, s_start),
-                                                                  (seg_len, s_len)))
+        seg_ep, seg_start, seg_len = sample_segments(ep_start, ep_len, 2 * P, H, rng_seg)
+        val_eps = train_eps = None
+        train_ids, val_ids = np.arange(2 * P, dtype=np.int64), np.zeros(0, np.int64)
+    if cfg.safety_from_pairs:  # the first training pair segments, then the first validation ones
+        safety_segment = np.concatenate([train_ids[:M - M_val], val_ids[:M_val]])
+    else:
+        s_tr = sample_segments(ep_start, ep_len, M - M_val, H, rng_safe_seg, episodes=train_eps)
+        s_va = sample_segments(ep_start, ep_len, M_val, H, rng_safe_seg, episodes=val_eps) if split \
+            else (np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0, np.int32))
+        seg_ep, seg_start, seg_len = (np.concatenate(x).astype(x[0].dtype) for x in zip(
+            (seg_ep, seg_start, seg_len), s_tr, s_va, strict=True))
         safety_segment = np.arange(2 * P, 2 * P + M, dtype=np.int64)
     if progress is not None:
         progress("labelling", 0, 2)
@@ -353,6 +441,8 @@ def build_feedback(cfg: MakeConfig, task: Task, traj: Trajectories, source: dict
     keep = np.flatnonzero(pairs.keep)
     pref_a = keep.astype(np.int64)
     pref_b = (keep + P).astype(np.int64)
+    pref_split = (keep >= P - V).astype(np.int8) if split else None
+    safety_split = (np.arange(M) >= M - M_val).astype(np.int8) if split else None
     if progress is not None:
         progress("labelling", 1, 2)
     safety_label, safety_oracle = label_safety(costs_w[safety_segment], thresholds, safety,
@@ -397,6 +487,8 @@ def build_feedback(cfg: MakeConfig, task: Task, traj: Trajectories, source: dict
                    "shared_with_pairs": cfg.safety_from_pairs},
         "seed": cfg.seed,
         "config": cfg.to_dict(),
+        **({"split": split_record(cfg, val_eps, traj.n_episodes, int(np.count_nonzero(ep_len >= H)), V,
+                                  pref_split, M_val)} if split else {}),
         "params": params,
         "toolkit_version": _toolkit_version(),
         "git_commit": _git_commit(),
@@ -416,8 +508,21 @@ def build_feedback(cfg: MakeConfig, task: Task, traj: Trajectories, source: dict
         segment_length=seg_len, pref_a=pref_a, pref_b=pref_b, pref_label=pairs.label[keep],
         pref_prob=pairs.prob[keep], thresholds=thresholds.astype(np.float32), safety_segment=safety_segment,
         safety_label=safety_label, oracle=oracle, metadata=metadata, quality=quality,
-        store_id=store_id_for(task.name, params, source["sha256"]),
+        store_id=store_id_for(task.name, params, source["sha256"]), pref_split=pref_split,
+        safety_split=safety_split,
     )
+
+
+def split_record(cfg: MakeConfig, val_eps: np.ndarray, n_episodes: int, n_eligible: int, n_val_pairs: int,
+                 pref_split: np.ndarray, n_val_safety: int) -> dict[str, Any]:
+    """The ``metadata.split`` entry of a store made with a validation split."""
+    return {"unit": "episode", "val_fraction": cfg.val_fraction, "seed": cfg.seed, "rng_streams": [4],
+            "val_episodes": [int(e) for e in val_eps], "n_val_episodes": int(val_eps.size),
+            "n_episodes": int(n_episodes), "n_episodes_eligible": int(n_eligible),
+            "n_val_pairs_requested": int(n_val_pairs), "n_val_pairs": int(pref_split.sum()),
+            "n_val_safety": int(n_val_safety),
+            "rows": "preferences/split and safety/split: 1 validation, 0 training; validation rows use "
+                    "segments of val_episodes only, training rows made here none of them"}
 
 
 def _toolkit_version() -> str:

@@ -134,12 +134,13 @@ def sample_segments(
     n: int,
     length: int,
     rng: np.random.Generator,
+    episodes: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sample ``n`` segments of ``length`` steps, each inside one episode.
 
-    Episodes with at least ``length`` steps are chosen uniformly (with replacement), then a start
-    offset uniformly in ``[0, episode_length - length]``. Random numbers are drawn in a fixed order:
-    first the ``n`` episode choices, then the ``n`` offsets.
+    Episodes with at least ``length`` steps (among ``episodes``, if given) are chosen uniformly
+    (with replacement), then a start offset uniformly in ``[0, episode_length - length]``. Random
+    numbers are drawn in a fixed order: first the ``n`` episode choices, then the ``n`` offsets.
 
     Args:
         episode_start: (E,) global index of each episode's first transition.
@@ -147,6 +148,8 @@ def sample_segments(
         n: number of segments (>= 0).
         length: H, steps per segment (> 0).
         rng: the generator all draws come from.
+        episodes: optional ids of the episodes to draw from (e.g. one side of a train/validation
+            split); None means every episode.
 
     Returns:
         ``(segment_episode, segment_start, segment_length)``: (n,) int32 episode ids, (n,) int64
@@ -177,6 +180,13 @@ def sample_segments(
             f"no episode has at least {length} steps (the longest, episode {longest}, has {max_len}); "
             f"use a smaller --segment-length (at most {max_len})"
         )
+    if episodes is not None:
+        eligible = np.intersect1d(eligible, np.asarray(episodes, dtype=np.int64))
+        if eligible.size == 0:
+            if n == 0:
+                return np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0, np.int32)
+            raise FeedbackgenError(f"none of the {np.size(episodes)} episodes to sample from has at least "
+                                   f"{length} steps")
     episode = eligible[rng.integers(0, eligible.size, size=int(n))]
     span = episode_length[episode].astype(np.int64) - int(length) + 1
     offset = rng.integers(0, span) if n > 0 else np.zeros(0, dtype=np.int64)

@@ -49,6 +49,8 @@ Optional arrays (schema versions 1 and 2; a store without them is read as before
     safety/source, safety/time, safety/confidence   the same per safety row, (M,)
     safety/single            (M,) bool     True: one judgement for the segment, applied to every
                                            threshold; False: one label per threshold
+    preferences/split        (P,) int8     1: validation row, 0: training row (``make --val-fraction``)
+    safety/split             (M,) int8     the same per safety row
     frames/index             (F,) int64    transition index each frame shows (strictly increasing)
     frames/images            (F, h, w, 3) uint8  RGB frames (``feedbackgen collect --record-frames``)
 
@@ -56,6 +58,13 @@ Optional arrays (schema versions 1 and 2; a store without them is read as before
 "kind": "teacher" | "human"}``. A store without ``preferences/source`` has every label from the
 synthetic teacher its metadata records (see :mod:`feedbackgen.labels`). The source, time and
 confidence arrays of a channel are written together or not at all.
+
+Validation split: ``preferences/split`` and ``safety/split`` are written together, with
+``metadata.split`` (``val_fraction``, ``seed``, ``rng_streams``, ``val_episodes``, counts; see
+:func:`feedbackgen.make.split_record`). A store without them (made before the split existed, or
+with ``--val-fraction 0``) has no validation set: every row is a training row
+(:func:`split_columns`). Validation rows use segments of ``val_episodes`` only; rows added by
+``feedbackgen import-labels`` are training rows.
 
 Writes are atomic (built in a hidden temporary sibling, then renamed; an existing store is swapped
 for the new one in one step where the system allows); an existing store is never replaced unless
@@ -127,6 +136,8 @@ _OPTIONAL_ARRAYS: dict[str, tuple[str, str]] = {
     "safety/time": ("float64", "safety_time"),
     "safety/confidence": ("float32", "safety_confidence"),
     "safety/single": ("bool", "safety_single"),
+    "preferences/split": ("int8", "pref_split"),
+    "safety/split": ("int8", "safety_split"),
     "frames/index": ("int64", "frame_index"),
     "frames/images": ("uint8", "frame_images"),
 }
@@ -187,6 +198,8 @@ class FeedbackData:
     safety_time: Any = None
     safety_confidence: Any = None
     safety_single: Any = None
+    pref_split: Any = None
+    safety_split: Any = None
     frame_index: Any = None
     frame_images: Any = None
     next_observations_form: str = NEXT_OBS_EXPLICIT
@@ -212,6 +225,11 @@ class FeedbackData:
     def act_dim(self) -> int:
         return int(self.actions.shape[1])
 
+    @property
+    def has_split(self) -> bool:
+        """Whether the store records a validation split (``preferences/split``, ``safety/split``)."""
+        return self.pref_split is not None or self.safety_split is not None
+
     def threshold_index(self, threshold: float) -> int:
         """Column of ``safety_label`` for threshold κ.
 
@@ -225,6 +243,15 @@ class FeedbackData:
             raise FeedbackgenError(f"threshold {threshold:g} is not in the store (it has {have}); "
                                    "pick one of those or remake the store with that threshold")
         return int(hits[0])
+
+
+def split_columns(data: FeedbackData) -> tuple[np.ndarray, np.ndarray]:
+    """``(pref_val, safety_val)``: (P,) and (M,) bool, True for a validation row; all False for a
+    store without a split (every row is a training row)."""
+    P, M = int(data.pref_a.shape[0]), int(data.safety_segment.shape[0])
+    pref = np.zeros(P, bool) if data.pref_split is None else np.asarray(data.pref_split[...]).astype(bool)
+    saf = np.zeros(M, bool) if data.safety_split is None else np.asarray(data.safety_split[...]).astype(bool)
+    return pref, saf
 
 
 def _is_zip(path: Path) -> bool:

@@ -10,6 +10,8 @@
   every array (and the store id, quality summary and content metadata) exactly. Derived next
   observations are compared row by row with the source's ``next_observations``, so a tampered
   final row, or a source whose next observations do not continue the episode, is a mismatch.
+  The validation split (``preferences/split``, ``safety/split``, ``metadata.split``) is recomputed
+  and compared too; a store without one must recompute without one.
 
 Both return a report; a store is sound when the report's ``problems``/``mismatches`` are empty.
 """
@@ -180,6 +182,7 @@ def validate_store(path: str | Path) -> ValidationReport:
     check(_in_set(_values(data.safety_label), (0, 1)), "safety/label has values other than 0 and 1")
 
     _check_optional(data, check, N=N, P=P, M=M, K=K)
+    _check_split(data, check, P=P, M=M, E=E, S=S)
 
     # derived next observations are observations plus the final rows: check what is stored
     stored_next = ("final_next_observations", data.final_next_observations) if derived \
@@ -284,6 +287,51 @@ def _check_optional(data: Any, check: Any, *, N: int, P: int, M: int, K: int) ->
                       "frames/index must be strictly increasing transition indices in [0, transitions)")
 
 
+def _check_split(data: Any, check: Any, *, P: int, M: int, E: int, S: int) -> None:
+    """The validation split, when present: both arrays, 0/1 values, ``metadata.split`` naming the
+    validation episodes, validation rows only on their segments, teacher training rows on none."""
+    from feedbackgen.labels import TEACHER, label_sources, source_columns
+
+    if not data.has_split:
+        return
+    if not check(data.pref_split is not None and data.safety_split is not None,
+                 "preferences/split and safety/split must be present together"):
+        return
+    ok = True
+    for name, arr, rows in (("preferences/split", data.pref_split, P),
+                            ("safety/split", data.safety_split, M)):
+        ok &= check(tuple(arr.shape) == (rows,), f"{name} has shape {tuple(arr.shape)}, expected {(rows,)}")
+        ok &= check(_in_set(_values(arr), (0, 1)), f"{name} has values other than 0 and 1")
+    meta = data.metadata.get("split") if isinstance(data.metadata, dict) else None
+    val_eps = meta.get("val_episodes") if isinstance(meta, dict) else None
+    if not check(isinstance(val_eps, list) and all(isinstance(e, int) and 0 <= e < E for e in val_eps),
+                 "metadata split.val_episodes must list episode ids in [0, episodes) when preferences/split "
+                 "is present") or not ok:
+        return
+    pv, sv = (_values(x).astype(bool) for x in (data.pref_split, data.safety_split))
+    check(meta.get("n_val_pairs") == int(pv.sum()) and meta.get("n_val_safety") == int(sv.sum()),
+          "metadata split.n_val_pairs / n_val_safety do not match preferences/split / safety/split")
+    seg_ep = _values(data.segment_episode).astype(np.int64)
+    a, b, seg = (_values(x).astype(np.int64) for x in (data.pref_a, data.pref_b, data.safety_segment))
+    if not all(((x >= 0) & (x < S)).all() for x in (a, b, seg)):
+        return  # reported above
+    in_val = np.isin(seg_ep, np.asarray(val_eps, dtype=np.int64))
+    try:  # rows of the synthetic teacher (a label file may name any segment; those are training rows)
+        teacher = np.asarray([s["kind"] == TEACHER for s in label_sources(data)] + [False], bool)
+        psrc, ssrc = source_columns(data)
+        p_teacher, s_teacher = (teacher[np.where((x >= 0) & (x < teacher.size - 1), x, -1)]
+                                for x in (psrc, ssrc))
+    except (KeyError, TypeError, ValueError):  # damaged label_sources: reported by _check_optional
+        return
+    if p_teacher.shape != pv.shape or s_teacher.shape != sv.shape:
+        return  # source arrays of the wrong length: reported by _check_optional
+    check(bool((in_val[a[pv]] & in_val[b[pv]]).all() and in_val[seg[sv]].all()),
+          "a validation row uses a segment outside the validation episodes (metadata split.val_episodes)")
+    tp, ts = ~pv & p_teacher, ~sv & s_teacher
+    check(not bool(in_val[a[tp]].any() or in_val[b[tp]].any() or in_val[seg[ts]].any()),
+          "a training row uses a segment of a validation episode (metadata split.val_episodes)")
+
+
 def _compare_rows(name: str, stored: Any, fresh: Any, dtype: str) -> bool:
     if tuple(stored.shape) != tuple(fresh.shape):
         return False
@@ -347,6 +395,17 @@ def verify_store(path: str | Path, *, source: str | Path | None = None, progress
                                           f"{FINAL_NEXT_OBSERVATIONS}) differs from the source's")
                 continue
             if not _compare_rows(name, stored, new, dtype):
+                rep.mismatches.append(f"{name} differs from the recomputed array")
+        for name in ("preferences/split", "safety/split"):  # the validation split, when either has one
+            dtype, attr = optional_arrays()[name]
+            stored, new = getattr(data, attr), getattr(fresh, attr)
+            if stored is None and new is None:
+                continue
+            rep.compared.append(name)
+            if stored is None or new is None:
+                rep.mismatches.append(f"{name} is {'missing' if stored is None else 'present'}, the "
+                                      f"recomputed store has {'one' if stored is None else 'none'}")
+            elif not _compare_rows(name, stored, new, dtype):
                 rep.mismatches.append(f"{name} differs from the recomputed array")
     rep.compared.append("store_id")
     stripped = meta.get("stripped")

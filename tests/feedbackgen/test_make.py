@@ -58,10 +58,11 @@ def test_store_content_matches_source(tiny_task, tmp_path: Path) -> None:
     # oracle preference label: 1 if R(b) > R(a), 0 if less, 0.5 on a tie (e.g. a segment drawn twice)
     expected = 0.5 * (1 + np.sign(ret[data.pref_b] - ret[data.pref_a]))
     np.testing.assert_array_equal(data.oracle.pref_label, expected)
-    # safety rows: the first n_safety pair segments; scaled rule κ·H/T_max
-    np.testing.assert_array_equal(data.safety_segment, np.arange(90))
+    # safety rows: the first 81 training pair segments, then the first 9 validation ones (the last
+    # 12 pairs, segments 108..119 and 228..239, are the 10 % validation split); scaled rule κ·H/T_max
+    np.testing.assert_array_equal(data.safety_segment, np.r_[np.arange(81), np.arange(108, 117)])
     kseg = np.asarray(tiny_task.thresholds) * 20 / tiny_task.max_episode_steps
-    oracle_safe = (data.oracle.segment_cost[:90, None] <= kseg[None, :]).astype(np.int8)
+    oracle_safe = (data.oracle.segment_cost[data.safety_segment, None] <= kseg[None, :]).astype(np.int8)
     np.testing.assert_array_equal(data.oracle.safety_label, oracle_safe)
     mean, std = observation_stats(src.observations)
     obs64 = src.observations.astype(np.float64)
