@@ -312,9 +312,11 @@ def test_training_selects_rows_by_source(tiny_store: Path, tmp_path: Path) -> No
 
     path = _hand_store(tiny_store, tmp_path)
     full = TrainingData.from_store(path, threshold=10.0, gamma=0.99)
-    assert full.n_pairs == 212 and full.n_safety == 156
+    # the store's last 20 teacher pairs and 15 safety rows are its validation split; imported rows train
+    assert full.n_pairs == 212 - 20 and full.n_safety == 156 - 15
+    assert full.val is not None and (full.val.n_pairs, full.val.n_safety) == (20, 15)
     human = TrainingData.from_store(path, threshold=10.0, gamma=0.99, label_sources=["human"])
-    assert human.n_pairs == 12 and human.n_safety == 6
+    assert human.n_pairs == 12 and human.n_safety == 6 and human.val is None
     store = open_store(path)
     np.testing.assert_array_equal(human.pref_a.numpy(), np.asarray(store.pref_a)[200:])
     np.testing.assert_array_equal(human.pref_label.numpy(), np.asarray(store.pref_label)[200:])
@@ -323,9 +325,10 @@ def test_training_selects_rows_by_source(tiny_store: Path, tmp_path: Path) -> No
     assert alice.n_pairs == 6 and alice.safety_label.tolist() == [1.0, 1.0, 0.0]
     teacher = TrainingData.from_store(path, threshold=10.0, gamma=0.99,
                                       label_sources=list(TrainConfig(label_sources=("teacher",)).label_sources))
-    np.testing.assert_array_equal(teacher.pref_label.numpy(), np.asarray(store.pref_label)[:200])
+    np.testing.assert_array_equal(teacher.pref_label.numpy(), np.asarray(store.pref_label)[:180])
+    np.testing.assert_array_equal(teacher.val.pref_label.numpy(), np.asarray(store.pref_label)[180:200])
     mixed = TrainingData.from_store(path, threshold=10.0, gamma=0.99, label_sources=["bob", TEACHER])
-    assert mixed.n_pairs == 206
+    assert mixed.n_pairs == 206 - 20
     with pytest.raises(FeedbackgenError, match="matches nothing"):
         TrainingData.from_store(path, threshold=10.0, gamma=0.99, label_sources=["human:zoe"])
     with pytest.raises(FeedbackgenError, match="select no preference labels"):
