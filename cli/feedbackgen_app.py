@@ -93,6 +93,9 @@ def make(
     safety_from_pairs: Annotated[bool, typer.Option(
         "--safety-from-pairs/--separate-safety",
         help="Label safety on the pair segments, or on separately drawn segments.")] = True,
+    val_fraction: Annotated[float, typer.Option(
+        help="Share of the episodes held out as a validation split, in [0, 1); their pairs and safety "
+             "segments are validation rows (0: no split).")] = 0.1,
     seed: Annotated[int, typer.Option(help="The one seed of the run.")] = 0,
     out: Annotated[Path | None, typer.Option(
         help="Store directory (default datasets/stores/<task>-noise<E>-seed<S>.zarr).")] = None,
@@ -108,7 +111,8 @@ def make(
                          safety_noise=safety_noise, teacher=teacher, safety_rule=safety_rule,
                          safety_noise_model=safety_noise_model, segment_length=segment_length,
                          segment_fraction=segment_fraction, n_pairs=n_pairs, n_safety=n_safety,
-                         safety_from_pairs=safety_from_pairs, seed=seed, overwrite=overwrite,
+                         safety_from_pairs=safety_from_pairs, val_fraction=val_fraction, seed=seed,
+                         overwrite=overwrite,
                          download=not no_download)
         with _progress() as progress:
             path = make_store(cfg, progress=progress)
@@ -119,6 +123,10 @@ def make(
     con.print(f"{data.n_transitions} transitions, {data.n_episodes} episodes, {data.n_segments} segments; "
               f"{q['n_pairs']} pairs (skipped {q['n_pairs_requested'] - q['n_pairs']}), "
               f"{q['n_safety']} safety segments × {len(q['thresholds'])} thresholds")
+    split = _split_counts(data)
+    if split is not None:
+        con.print(f"validation split: {split['val_episodes']} of {data.n_episodes} episodes; "
+                  f"{split['val_pairs']} pairs, {split['val_safety']} safety segments held out")
     con.print(f"agreement with oracle: preferences {_fmt(q['preference_agreement'])}, "
               f"safety {_fmt(q['safety_agreement'])}")
     for kappa, frac in zip(q["thresholds"], q.get("safe_fraction") or [], strict=False):
@@ -127,6 +135,20 @@ def make(
             term.err().print(Text(f"warning: at threshold {kappa:g} every safety label is {kind}; algorithms "
                               "that need both kinds (presa, safety_only, two_stage) cannot train on it",
                               style="yellow"), soft_wrap=True)
+
+
+def _split_counts(data: Any) -> dict[str, Any] | None:
+    """Train/validation row counts of a store with a validation split, else None."""
+    from feedbackgen.store import split_columns
+
+    if not data.has_split:
+        return None
+    pv, sv = split_columns(data)
+    meta = data.metadata.get("split") if isinstance(data.metadata, dict) else None
+    meta = meta if isinstance(meta, dict) else {}
+    return {"val_fraction": meta.get("val_fraction"), "val_episodes": len(meta.get("val_episodes") or []),
+            "train_pairs": int((~pv).sum()), "val_pairs": int(pv.sum()),
+            "train_safety": int((~sv).sum()), "val_safety": int(sv.sum())}
 
 
 def _info_record(path: Path) -> dict[str, Any]:
@@ -141,6 +163,7 @@ def _info_record(path: Path) -> dict[str, Any]:
                    "segments": data.n_segments, "pairs": int(data.pref_a.shape[0]),
                    "safety_segments": int(data.safety_segment.shape[0]), "obs_dim": data.obs_dim,
                    "act_dim": data.act_dim},
+        "split": _split_counts(data),
         "thresholds": [float(t) for t in data.thresholds[...]],
         "quality": data.quality,
         "label_sources": source_statistics(data),
@@ -181,6 +204,7 @@ def info(
         ("preference pairs", f"{c['pairs']} of {q.get('n_pairs_requested')} asked  (teacher {teacher})"),
         ("safety segments", f"{c['safety_segments']}  (rule {saf.get('rule')}, noise "
                             f"{saf.get('noise_model')} ε={saf.get('noise')}, {shared})"),
+        ("train / validation", _split_text(rec["split"])),
         ("seed / created", f"{meta.get('seed')} / {meta.get('created')}"),
         ("toolkit", f"{meta.get('toolkit_version')} ({str(meta.get('git_commit'))[:10]})"),
     ):
@@ -215,6 +239,14 @@ def info(
                    _fmt(at("safety_agreement_per_threshold")))
     con.print(th)
     _print_sources(con, rec["label_sources"])
+
+
+def _split_text(split: dict[str, Any] | None) -> str:
+    if split is None:
+        return "no validation split (every row is a training row)"
+    return (f"pairs {split['train_pairs']} / {split['val_pairs']}, safety segments {split['train_safety']} / "
+            f"{split['val_safety']}  ({split['val_episodes']} episodes held out, "
+            f"val_fraction {_fmt(split['val_fraction'], 2)})")
 
 
 def _print_sources(con: Console, stats: dict[str, Any]) -> None:
