@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from feedbackgen.errors import FeedbackgenError
-from feedbackgen.store import _replace, open_store, rewrite_store
+from feedbackgen.store import _replace, open_store, rewrite_store, split_columns
 
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed entry times: the same store zips to the same bytes
 
@@ -115,6 +115,12 @@ def dataset_card(data: Any, *, archive_name: str, archive_sha256: str) -> str:
     saf = meta.get("safety", {})
     thresholds = [float(t) for t in saf.get("thresholds", [])]
     n_pairs = int(data.pref_a.shape[0])
+    pref_val, saf_val = split_columns(data)
+    split = meta.get("split") if isinstance(meta.get("split"), dict) else {}
+    split_line = ("no validation split: every row is a training row" if not data.has_split else
+                  f"{int(pref_val.sum())} pairs and {int(saf_val.sum())} safety segments from "
+                  f"{len(split.get('val_episodes') or [])} held-out episodes (`preferences/split`, "
+                  "`safety/split`: 1 = validation); no training segment comes from those episodes")
     front = {
         "pretty_name": f"{task.get('name', '?')} safe-RLHF feedback ({data.store_id})",
         "license": "other",
@@ -127,6 +133,7 @@ def dataset_card(data: Any, *, archive_name: str, archive_sha256: str) -> str:
             "transitions": data.n_transitions, "episodes": data.n_episodes, "segments": data.n_segments,
             "preference_pairs": n_pairs, "safety_segments": int(data.safety_segment.shape[0]),
             "thresholds": thresholds, "has_oracle": data.oracle is not None,
+            "validation_pairs": int(pref_val.sum()), "validation_safety_segments": int(saf_val.sum()),
         },
     }
     agree = q.get("safety_agreement_per_threshold") or [None] * len(thresholds)
@@ -154,6 +161,7 @@ Preference and safety feedback for offline safe RL from human feedback, made by
 - **Safety**: {saf.get('n')} segments, rule `{saf.get('rule')}`, noise `{saf.get('noise_model')}`
   (ε = {saf.get('noise')}), {'the pair segments' if saf.get('shared_with_pairs') else 'drawn separately'};
   label 1 = safe, 0 = unsafe, one column per threshold.
+- **Validation split**: {split_line}.
 - **Seed**: {meta.get('seed')}. Created {meta.get('created')}.
 
 {blind}
