@@ -81,6 +81,26 @@ def test_info_rich_and_json(store: Path) -> None:
     assert rec["counts"]["pairs"] == 150 and rec["thresholds"] == [5.0, 10.0, 20.0]
 
 
+def test_validation_split_in_make_and_info(store: Path, tiny_task, tmp_path: Path) -> None:
+    rec = json.loads(run("info", store, "--json").stdout)
+    assert rec["split"] == {"val_fraction": 0.1, "val_episodes": 1, "train_pairs": 135, "val_pairs": 15,
+                            "train_safety": 90, "val_safety": 10}
+    assert "pairs 135 / 15, safety segments 90 / 10" in run("info", store).stdout
+    out = tmp_path / "o" / "nosplit.zarr"
+    res = run("make", "--task", TASK, "--n-pairs", "50", "--n-safety", "20", "--val-fraction", "0",
+              "--out", out)
+    assert res.exit_code == 0, res.output
+    assert json.loads(run("info", out, "--json").stdout)["split"] is None
+    assert "no validation split" in run("info", out).stdout
+    res = run("make", "--task", TASK, "--n-pairs", "50", "--n-safety", "20", "--val-fraction", "0.3",
+              "--out", tmp_path / "o" / "split.zarr")
+    assert res.exit_code == 0 and "15 pairs, 6 safety segments held out" in res.stdout, res.output
+    for bad in ("1.5", "-0.2", "1"):
+        res = run("make", "--task", TASK, "--val-fraction", bad, "--out", tmp_path / "b" / "s.zarr")
+        assert_one_error_line(res, "--val-fraction must be in [0, 1)")
+    assert empty(tmp_path / "b")
+
+
 def test_validate_and_verify_sound_and_tampered(store: Path, tmp_path: Path) -> None:
     res = run("validate", store)
     assert res.exit_code == 0 and "ok" in res.stdout, res.output
