@@ -12,7 +12,7 @@ import torch
 
 from feedbackgen.errors import FeedbackgenError
 from feedbackgen.publish import strip_store
-from feedbackgen.store import open_store
+from feedbackgen.store import open_store, split_columns
 from presa import baseline_losses as bl
 from presa import losses
 from presa.algos import get_algorithm
@@ -59,7 +59,8 @@ def test_bc_safe_seg_pool_is_exactly_the_transitions_of_safe_segments(tiny_store
     data = TrainingData.from_store(tiny_store, threshold=kappa, gamma=0.99)
     store = open_store(tiny_store)
     k = store.threshold_index(kappa)
-    safe = np.asarray(store.safety_segment)[np.asarray(store.safety_label)[:, k] == 1]
+    train = ~split_columns(store)[1]  # the validation rows are held out from training
+    safe = np.asarray(store.safety_segment)[train & (np.asarray(store.safety_label)[:, k] == 1)]
     expected = _ranges(np.asarray(store.segment_start)[safe], np.asarray(store.segment_length)[safe])
     pool = safe_segment_pool(data)
     assert pool.tolist() == sorted(expected)           # each transition once, sorted
@@ -100,8 +101,9 @@ def test_trac_labels_top_safe_half_desirable_every_unsafe_undesirable(tiny_store
     segs, labels = segs.numpy(), labels.numpy()
     safe = segment_safe_oracle(store, store.threshold_index(kappa))
     ret = np.asarray(store.oracle.segment_return, dtype=np.float64)
-    used = np.unique(np.concatenate([np.asarray(store.pref_a), np.asarray(store.pref_b),
-                                     np.asarray(store.safety_segment)]))
+    pv, sv = split_columns(store)  # the validation rows are held out from training
+    used = np.unique(np.concatenate([np.asarray(store.pref_a)[~pv], np.asarray(store.pref_b)[~pv],
+                                     np.asarray(store.safety_segment)[~sv]]))
     # every unsafe segment the feedback uses is undesirable, and nothing else is
     assert set(segs[labels == 0]) == set(used[~safe[used]])
     # desirable: the safe segments at or above the median return of the safe ones
