@@ -5,7 +5,7 @@ Precedence, lowest first::
     field defaults  <  suite defaults (from the store's task)  <  preset (quick|full|study)
                     <  --config file.yaml  <  explicit CLI options and --set key=value
 
-Every option of the method (``shared/docs/method.md``) is a field of :class:`TrainConfig`; the
+Every option of the method (``docs/method.md``) is a field of :class:`TrainConfig`; the
 resolved config is written as ``config.yaml`` into every run directory and into every checkpoint.
 
 Example:
@@ -33,6 +33,7 @@ SUITES = ("bullet", "safety_gymnasium", "metadrive")
 PRESETS = ("full", "quick", "study")
 ZREF_MODES = ("ema", "batch", "kl", "zero")
 NU_RULES = ("sgd", "pid")
+PREF_GATES = ("none", "safety")
 POLICY_KINDS = ("deterministic", "gaussian")
 PRECISIONS = ("fp32", "bf16")
 
@@ -95,6 +96,10 @@ class TrainConfig:
             so that g_θ ≥ δ holds in most logging intervals rather than half of them.
         lambda_cb: conservative bias λ_cb ∈ (0, 1] of the preference loss.
         beta_s: slope β_s > 0 of the safety value sigmoid.
+        pref_gate: ``none`` or ``safety``: weight each preference pair by the policy's own belief
+            that both segments are safe, sigmoid(β_s·(S_a − z))·sigmoid(β_s·(S_b − z)) (detached,
+            normalised to mean 1 over the batch), so that preferences rank behaviour within the
+            safe set instead of pulling towards unsafe behaviour that happens to earn more.
         zref_mode: reference point z_ref: ``zero`` (default: a score is measured against π_ref
             itself) | ``ema`` | ``batch`` | ``kl``.
         zref_momentum: momentum of the ``ema`` reference point, in [0, 1).
@@ -135,6 +140,7 @@ class TrainConfig:
     delta: float | None = None
     delta_fraction: float = 0.5
     delta_margin: float = 0.02
+    pref_gate: str = "none"
     lambda_cb: float = 1.0
     beta_s: float = 1.0
     zref_mode: str = "zero"
@@ -328,6 +334,7 @@ def _validate(c: TrainConfig) -> None:
         bad("lr and align_lr must be > 0")
     choice("zref_mode", ZREF_MODES)
     choice("nu_rule", NU_RULES)
+    choice("pref_gate", PREF_GATES)
     choice("policy", POLICY_KINDS)
     choice("precision", PRECISIONS)
     for name in ("seed", "threads", "bc_steps", "total_steps", "pair_batch", "safety_batch", "bc_batch",

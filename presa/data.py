@@ -80,6 +80,8 @@ class TrainingData:
             the store has no oracle. For diagnostics only: no algorithm may train on it.
         train_safety_oracle: the oracle's safety label of the training rows at ``threshold``,
             (M,) float32; None without oracle.
+        train_transitions: indices of the transitions of the training episodes (those outside the
+            validation split), for behaviour cloning; None when every episode is a training one.
         val: the validation rows (:class:`ValidationSet`); None when the store has no validation
             split (older stores, ``--val-fraction 0``) or none of its validation rows is of the
             selected label sources.
@@ -107,6 +109,7 @@ class TrainingData:
     train_pref_oracle: torch.Tensor | None = None
     train_safety_oracle: torch.Tensor | None = None
     val: ValidationSet | None = None
+    train_transitions: torch.Tensor | None = None
 
     @property
     def n_transitions(self) -> int:
@@ -247,7 +250,7 @@ class TrainingData:
             threshold=float(np.asarray(store.thresholds)[k]), threshold_index=k, device=dev, store=store,
             store_path=Path(path) if path is not None else Path(str(store.path)),
             train_pref_oracle=t_or_none(pref_or, train_p), train_safety_oracle=t_or_none(saf_or, train_s),
-            val=val,
+            val=val, train_transitions=_training_transitions(store, dev),
         )
 
     def segment_transitions(self, segments: torch.Tensor) -> torch.Tensor:
@@ -285,6 +288,23 @@ def _by_source(store: FeedbackData, label_sources: Sequence[str]) -> tuple[np.nd
                                f"({int(pref_mask.sum())} pairs, {int(safety_mask.sum())} safety rows); "
                                "add sources, e.g. --set label_sources=all (`feedbackgen info` lists them)")
     return pref_mask, safety_mask
+
+
+def _training_transitions(store: FeedbackData, device: torch.device) -> torch.Tensor | None:
+    """Sorted transition indices of the episodes outside ``metadata.split.val_episodes`` (None when
+    there is no split): held-out episodes are held out of behaviour cloning too, so the held-out
+    metrics measure generalisation to behaviour no phase of training has seen."""
+    split = (store.metadata or {}).get("split") or {}
+    val_eps = np.asarray(split.get("val_episodes") or [], dtype=np.int64)
+    if val_eps.size == 0:
+        return None
+    start = np.asarray(store.episode_start, dtype=np.int64)
+    length = np.asarray(store.episode_length, dtype=np.int64)
+    keep = np.ones(start.shape[0], dtype=bool)
+    keep[val_eps[(val_eps >= 0) & (val_eps < start.shape[0])]] = False
+    idx = np.concatenate([np.arange(s, s + n, dtype=np.int64) for s, n in zip(start[keep], length[keep],
+                                                                              strict=True)])
+    return torch.as_tensor(idx, device=device)
 
 
 def observation_normaliser(store: FeedbackData) -> tuple[np.ndarray, np.ndarray]:

@@ -6,7 +6,7 @@ Label conventions (everywhere in the toolkit):
 - safety label ``u``: 1 safe, 0 unsafe.
 
 None of these functions synchronises with the device (no ``.item()``), so a training step can run
-without host round trips. See ``shared/docs/method.md`` for the method.
+without host round trips. See ``docs/method.md`` for the method.
 
 Example:
     >>> import torch
@@ -38,7 +38,7 @@ def segment_scores(logp: torch.Tensor, ref_logp: torch.Tensor, weights: torch.Te
 
 
 def preference_loss(score_a: torch.Tensor, score_b: torch.Tensor, label: torch.Tensor,
-                    lambda_cb: float = 1.0) -> torch.Tensor:
+                    lambda_cb: float = 1.0, weight: torch.Tensor | None = None) -> torch.Tensor:
     """CPL-style preference loss with conservative bias, label y = P(b ≻ a)::
 
         L = mean[ y · softplus(−(S_b − λ_cb·S_a)) + (1 − y) · softplus(−(S_a − λ_cb·S_b)) ]
@@ -49,10 +49,22 @@ def preference_loss(score_a: torch.Tensor, score_b: torch.Tensor, label: torch.T
         score_a, score_b: S_θ of the first and second segment of each pair, (P,).
         label: y = P(b ≻ a) ∈ [0, 1], (P,).
         lambda_cb: conservative bias λ_cb ∈ (0, 1].
+        weight: optional per-pair weights (P,); the loss is then the weighted mean Σ w·ℓ / Σ w.
     """
     lose_a = F.softplus(-(score_b - lambda_cb * score_a))
     lose_b = F.softplus(-(score_a - lambda_cb * score_b))
-    return (label * lose_a + (1.0 - label) * lose_b).mean()
+    per_pair = label * lose_a + (1.0 - label) * lose_b
+    if weight is None:
+        return per_pair.mean()
+    return (weight * per_pair).sum() / weight.sum().clamp(min=1e-12)
+
+
+def safety_gate(score_a: torch.Tensor, score_b: torch.Tensor, zref: torch.Tensor | float,
+                beta_s: float) -> torch.Tensor:
+    """Per-pair weight sigmoid(β_s·(S_a − z))·sigmoid(β_s·(S_b − z)), detached: the policy's own
+    belief that both segments of a pair are safe (PreSa's ``pref_gate = safety``)."""
+    with torch.no_grad():
+        return torch.sigmoid(beta_s * (score_a - zref)) * torch.sigmoid(beta_s * (score_b - zref))
 
 
 def preference_accuracy(score_a: torch.Tensor, score_b: torch.Tensor, label: torch.Tensor) -> torch.Tensor:

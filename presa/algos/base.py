@@ -134,7 +134,9 @@ class Algorithm(ABC):
 
     def bc_update(self, pool: torch.Tensor | None = None) -> dict[str, torch.Tensor | float]:
         """One behaviour-cloning step on ``cfg.bc_batch`` transitions drawn from ``pool`` (transition
-        indices; None: all transitions), at learning rate ``cfg.lr``."""
+        indices; None: every transition of the training episodes), at learning rate ``cfg.lr``."""
+        if pool is None:
+            pool = self.data.train_transitions
         n = self.data.n_transitions if pool is None else int(pool.shape[0])
         idx = self.data.sample(self.gen, n, self.cfg.bc_batch)
         if pool is not None:

@@ -3,7 +3,7 @@ is ≤ κ, as in OSRL/DSRL's BC-Safe.
 
 It reads the ground truth from the store's ``oracle`` group (``oracle/episode_cost``), not from
 the feedback, so it is a calibration reference against the published numbers
-(``shared/reference/offline_safe_rl_reference.csv``), not a method that learns from feedback. A
+(``feedbackgen/data/offline_safe_rl_reference.csv``), not a method that learns from feedback. A
 store stripped with ``feedbackgen strip`` has no oracle group and is refused with a clear error.
 BC runs at learning rate ``lr`` for all ``total_steps``; ``bc_steps`` and the alignment options are
 ignored.
@@ -21,7 +21,8 @@ from presa.data import TrainingData
 
 
 def safe_episode_pool(data: TrainingData) -> torch.Tensor:
-    """Sorted transition indices of every episode with oracle episode cost ≤ ``data.threshold``.
+    """Sorted transition indices of every training episode (outside the store's validation split) with
+    oracle episode cost ≤ ``data.threshold``.
 
     Raises:
         FeedbackgenError: the store has no oracle group (it was stripped).
@@ -34,7 +35,9 @@ def safe_episode_pool(data: TrainingData) -> torch.Tensor:
     cost = np.asarray(store.oracle.episode_cost, dtype=np.float64)
     start = np.asarray(store.episode_start, dtype=np.int64)
     length = np.asarray(store.episode_length, dtype=np.int64)
-    keep = np.flatnonzero(cost <= float(data.threshold))
+    held_out = set((store.metadata.get("split") or {}).get("val_episodes") or [])
+    keep = np.array([e for e in np.flatnonzero(cost <= float(data.threshold)) if int(e) not in held_out],
+                    dtype=np.int64)
     if keep.size == 0:
         return torch.zeros(0, dtype=torch.int64, device=data.device)
     idx = np.concatenate([np.arange(start[e], start[e] + length[e], dtype=np.int64) for e in keep])

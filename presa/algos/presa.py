@@ -99,7 +99,8 @@ class PreSa(ReferenceAlignment):
         zref = losses.zref_update(cfg.zref_mode, self.zref, s_s, cfg.zref_momentum,
                                   kl[2 * n:].mean() if kl is not None else None, clamp=cfg.zref_clamp)
         g = losses.safety_alignment(s_s, safe, zref, cfg.beta_s, cfg.eta)
-        pref = losses.preference_loss(s_a, s_b, y, cfg.lambda_cb)
+        gate = losses.safety_gate(s_a, s_b, zref, cfg.beta_s) if cfg.pref_gate == "safety" else None
+        pref = losses.preference_loss(s_a, s_b, y, cfg.lambda_cb, gate)
         loss = losses.lagrangian(pref, g, self.nu, self.delta_target)
 
         self.optimizer.zero_grad(set_to_none=True)

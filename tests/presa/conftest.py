@@ -120,16 +120,3 @@ def toy_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 # Small, fast settings for real training runs in tests.
-TINY = {
-    "hidden": [32, 32],
-    "pair_batch": 16,
-    "safety_batch": 16,
-    "bc_batch": 64,
-    "bc_steps": 20,
-    "total_steps": 60,
-    "warmup_steps": 5,
-    "log_every": 5,
-    "checkpoint_every": 20,
-    "threshold": 4.0,
-    "threads": 1,
-}

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import TINY
+from tiny_run import TINY
 
 from feedbackgen.errors import FeedbackgenError
 from feedbackgen.store import open_store

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY
 from presa_cli.presa_app import app
+from tiny_run import TINY
 from typer.testing import CliRunner
 
 from presa.checkpoint import load_checkpoint

@@ -5,7 +5,7 @@ Decisions recorded here (the code owners' behaviour):
 
 - A source whose arrays are *numeric* but not float32 (e.g. int observations) is accepted and
   converted; a non-numeric array, a wrong rank, or non-0/1 end flags is an error.
-- Segments are sampled with replacement (``shared/docs/data.md``), so a label budget larger than
+- Segments are sampled with replacement (``docs/data.md`` of the specification), so a label budget larger than
   the number of distinct windows is valid; the limits are ``--n-pairs >= 1``, ``--n-safety >= 0``,
   ``--n-safety <= 2 * --n-pairs`` for shared safety segments, at most 10^9 each, and a budget that
   does not fit in memory is a one-line error, not a MemoryError traceback.

@@ -1,0 +1,17 @@
+"""The tiny training configuration the presa tests share (imported by name: pytest puts
+tests/presa on sys.path; a conftest is never imported by name, which breaks when several test
+folders run together)."""
+
+TINY = {
+    "hidden": [32, 32],
+    "pair_batch": 16,
+    "safety_batch": 16,
+    "bc_batch": 64,
+    "bc_steps": 20,
+    "total_steps": 60,
+    "warmup_steps": 5,
+    "log_every": 5,
+    "checkpoint_every": 20,
+    "threshold": 4.0,
+    "threads": 1,
+}
