@@ -91,20 +91,20 @@ def purity_from_noise_model(safety_meta: dict[str, Any] | None, observed_safe: f
 
 
 def ceiling(safe: torch.Tensor, s_max: torch.Tensor, s_min: torch.Tensor, *, beta_s: float, eta: float,
-            purity: tuple[float, float, str]) -> Ceiling:
+            purity: tuple[float, float, str], beta_safe: float | None = None) -> Ceiling:
     """The ceiling of g_θ for the training safety segments.
 
     Args:
         safe: labels, 1 safe / 0 unsafe, (M,).
         s_max, s_min: the largest and smallest reachable score of each segment, (M,).
-        beta_s, eta: as in g_θ.
+        beta_s, eta, beta_safe: as in g_θ.
         purity: (π_safe, π_unsafe, source), see :func:`purity_from_noise_model`.
     """
     ps, pu, source = purity
     safe = safe.double()
     n_s, n_u = float(safe.sum()), float((1 - safe).sum())
     w_u = eta * max(n_s, 1.0) / max(n_u, 1.0)
-    v_safe = torch.sigmoid(beta_s * s_max.double())
+    v_safe = torch.sigmoid((beta_s if beta_safe is None else beta_safe) * s_max.double())
     v_unsafe = torch.sigmoid(-beta_s * s_min.double())  # 1 where S_min = −inf
     total = n_s + w_u * n_u
     scale = float(((safe * v_safe).sum() + w_u * ((1 - safe) * v_unsafe).sum()) / total)

@@ -33,15 +33,16 @@ SUITES = ("bullet", "safety_gymnasium", "metadrive")
 PRESETS = ("full", "quick", "study")
 ZREF_MODES = ("ema", "batch", "kl", "zero")
 NU_RULES = ("sgd", "pid")
-PREF_GATES = ("none", "safety")
 POLICY_KINDS = ("deterministic", "gaussian")
 PRECISIONS = ("fp32", "bf16")
 
-# Per-suite defaults from method.md ("Defaults (per suite)").
+# Per-suite defaults (docs/method.md, "Defaults"). η is class-balanced (1) in every suite: with the
+# specification's 0.25 / 0.5 the unsafe class carried a fifth of g_θ and the scores separated the
+# classes far less on held-out segments (docs/method.md, "Choosing the defaults").
 SUITE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "bullet": {"total_steps": 100_000, "bc_steps": 30_000, "alpha": 0.2, "gamma": 0.99, "eta": 0.25},
-    "safety_gymnasium": {"total_steps": 100_000, "bc_steps": 30_000, "alpha": 0.1, "gamma": 0.99, "eta": 0.5},
-    "metadrive": {"total_steps": 200_000, "bc_steps": 60_000, "alpha": 0.2, "gamma": 1.0, "eta": 0.25},
+    "bullet": {"total_steps": 100_000, "bc_steps": 30_000, "alpha": 0.2, "gamma": 0.99},
+    "safety_gymnasium": {"total_steps": 100_000, "bc_steps": 30_000, "alpha": 0.1, "gamma": 0.99},
+    "metadrive": {"total_steps": 200_000, "bc_steps": 60_000, "alpha": 0.2, "gamma": 1.0},
 }
 
 # Presets are applied on top of the suite defaults. ``full`` is the method as specified (the suite
@@ -55,16 +56,14 @@ PRESET_VALUES: dict[str, dict[str, Any]] = {
     "quick": {"total_steps": 2_000, "bc_steps": 1_000, "pair_batch": 32, "safety_batch": 32,
               "bc_batch": 256, "warmup_steps": 200, "align_lr": 3e-5, "log_every": 50,
               "checkpoint_every": 500, "threads": 1},
-    # ``study``: the benchmark study's preset (issue 8; results/study-v1/README.md), a few minutes of
-    # one CPU thread per run on the shipped datasets. BC 2,000 steps (the BC loss is flat from ~1,200
-    # steps on BallRun-mini), then 1,500 alignment steps on 64+64 batches. A short alignment needs a
-    # faster schedule than the full preset's (1e-5 after 10k warm-up steps, lr_ν 1e-3 over 70k steps):
-    # on BallRun-mini κ=20 with align_lr 1e-4 or 3e-4 and lr_ν 1e-3, ν only reached 1.6-2.6 and g_θ
-    # stayed ≤ 0.50 with safe segments scored *below* unsafe ones (the preference loss dominates);
-    # with align_lr 3e-4 and lr_ν 3e-2 ν reaches ~11 and the scores separate the right way
-    # (safe > unsafe, g_θ rising). It does not reach the full preset's numbers.
+    # ``study``: the benchmark study's preset (a few minutes of one CPU thread per run on the shipped
+    # datasets; docs/method.md, "Presets"). BC 2,000 steps (the BC loss is flat from ~1,200 steps on
+    # BallRun-mini), then 1,500 alignment steps on 64+64 batches at align_lr 3e-4. The PID dual's
+    # integral gain is 30× the full preset's, as the learning rate is 30× larger: with the full
+    # preset's 1e-2 (or plain dual ascent at 3e-2) ν was still rising linearly at the end and g_θ
+    # stayed under δ on BallRun-mini κ=20; with 0.3 it reached δ within the run.
     "study": {"total_steps": 3_500, "bc_steps": 2_000, "pair_batch": 64, "safety_batch": 64,
-              "bc_batch": 256, "warmup_steps": 200, "align_lr": 3e-4, "nu_lr": 3e-2, "log_every": 100,
+              "bc_batch": 256, "warmup_steps": 200, "align_lr": 3e-4, "nu_lr": 0.3, "log_every": 100,
               "checkpoint_every": 1_000, "threads": 1},
 }
 
@@ -96,10 +95,11 @@ class TrainConfig:
             so that g_θ ≥ δ holds in most logging intervals rather than half of them.
         lambda_cb: conservative bias λ_cb ∈ (0, 1] of the preference loss.
         beta_s: slope β_s > 0 of the safety value sigmoid.
-        pref_gate: ``none`` or ``safety``: weight each preference pair by the policy's own belief
-            that both segments are safe, sigmoid(β_s·(S_a − z))·sigmoid(β_s·(S_b − z)) (detached,
-            normalised to mean 1 over the batch), so that preferences rank behaviour within the
-            safe set instead of pulling towards unsafe behaviour that happens to earn more.
+        beta_safe: slope of the safety value of segments labelled safe (None: ``beta_s``; default 5).
+            A larger
+            slope saturates it once a safe segment is clearly at least as likely as under π_ref, so
+            the safety term stops ranking safe segments among themselves (by how far they are from
+            unsafe ones) and leaves that ranking to the preferences.
         zref_mode: reference point z_ref: ``zero`` (default: a score is measured against π_ref
             itself) | ``ema`` | ``batch`` | ``kl``.
         zref_momentum: momentum of the ``ema`` reference point, in [0, 1).
@@ -136,21 +136,21 @@ class TrainConfig:
     precision: str = "fp32"
     alpha: float = 0.2
     gamma: float = 0.99
-    eta: float = 0.25
+    eta: float = 1.0
     delta: float | None = None
     delta_fraction: float = 0.5
     delta_margin: float = 0.02
-    pref_gate: str = "none"
+    beta_safe: float | None = 5.0
     lambda_cb: float = 1.0
     beta_s: float = 1.0
     zref_mode: str = "zero"
     zref_momentum: float = 0.9
     zref_clamp: bool = True
     nu_init: float = 1.0
-    nu_lr: float = 1e-3
+    nu_lr: float = 1e-2
     nu_max: float = 100.0
-    nu_rule: str = "sgd"
-    pid_kp: float = 1.0
+    nu_rule: str = "pid"
+    pid_kp: float = 10.0
     pid_kd: float = 0.0
     bc_steps: int = 30_000
     total_steps: int = 100_000
@@ -306,6 +306,8 @@ def _validate(c: TrainConfig) -> None:
             "leave it unset for the default from the store's ceiling, or use e.g. --set delta=0.7")
     if not 0.0 < c.delta_fraction < 1.0:
         bad(f"delta_fraction must be in (0, 1), got {c.delta_fraction:g}")
+    if c.beta_safe is not None and (finite("beta_safe") <= 0.0):
+        bad(f"beta_safe must be > 0, got {c.beta_safe:g}")
     if c.delta_margin < 0.0:
         bad(f"delta_margin must be >= 0, got {c.delta_margin:g}")
     if c.alpha <= 0:
@@ -334,7 +336,6 @@ def _validate(c: TrainConfig) -> None:
         bad("lr and align_lr must be > 0")
     choice("zref_mode", ZREF_MODES)
     choice("nu_rule", NU_RULES)
-    choice("pref_gate", PREF_GATES)
     choice("policy", POLICY_KINDS)
     choice("precision", PRECISIONS)
     for name in ("seed", "threads", "bc_steps", "total_steps", "pair_batch", "safety_batch", "bc_batch",

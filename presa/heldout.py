@@ -3,8 +3,8 @@ unsafe on feedback it never trained on?
 
 A store made with a validation split (``feedbackgen make --val-fraction``) holds pairs and safety
 segments from held-out episodes; ``presa.data.TrainingData.val`` has them. Every logging step the
-trainer records, for the algorithm's scores (S_θ for the alignment methods, α·Σγ^t·log π_θ for
-behaviour cloning):
+trainer records, for the policy's own segment likelihood α·Σ_t γ^t·log π_θ(a_t|s_t) — the same
+measure for every algorithm, so the BC reference and the baselines are comparable:
 
 - ``val/pref_acc``: share of decided held-out pairs (y ≠ ½) whose score order agrees with the label;
 - ``val/pref_acc_oracle``: the same against the noise-free oracle label;
@@ -14,7 +14,10 @@ behaviour cloning):
 - ``val/safety_auc`` / ``val/safety_auc_oracle``: the AUC of the scores for "safe" against the
   labels / the oracle's labels.
 
-Metrics that need an oracle are left out for a store without one (a stripped store).
+Metrics that need an oracle are left out for a store without one (a stripped store). Alignment
+methods also log the same metrics of their implicit reward S_θ (``val/implicit_...``, a log-ratio
+against π_ref: it ranks pairs *relative to the reference's own ranking*) and of the BC reference's
+likelihood (``val/ref_...``, the baseline).
 
 Example:
     >>> import numpy as np

@@ -38,7 +38,7 @@ def segment_scores(logp: torch.Tensor, ref_logp: torch.Tensor, weights: torch.Te
 
 
 def preference_loss(score_a: torch.Tensor, score_b: torch.Tensor, label: torch.Tensor,
-                    lambda_cb: float = 1.0, weight: torch.Tensor | None = None) -> torch.Tensor:
+                    lambda_cb: float = 1.0) -> torch.Tensor:
     """CPL-style preference loss with conservative bias, label y = P(b ≻ a)::
 
         L = mean[ y · softplus(−(S_b − λ_cb·S_a)) + (1 − y) · softplus(−(S_a − λ_cb·S_b)) ]
@@ -49,22 +49,11 @@ def preference_loss(score_a: torch.Tensor, score_b: torch.Tensor, label: torch.T
         score_a, score_b: S_θ of the first and second segment of each pair, (P,).
         label: y = P(b ≻ a) ∈ [0, 1], (P,).
         lambda_cb: conservative bias λ_cb ∈ (0, 1].
-        weight: optional per-pair weights (P,); the loss is then the weighted mean Σ w·ℓ / Σ w.
     """
     lose_a = F.softplus(-(score_b - lambda_cb * score_a))
     lose_b = F.softplus(-(score_a - lambda_cb * score_b))
-    per_pair = label * lose_a + (1.0 - label) * lose_b
-    if weight is None:
-        return per_pair.mean()
-    return (weight * per_pair).sum() / weight.sum().clamp(min=1e-12)
+    return (label * lose_a + (1.0 - label) * lose_b).mean()
 
-
-def safety_gate(score_a: torch.Tensor, score_b: torch.Tensor, zref: torch.Tensor | float,
-                beta_s: float) -> torch.Tensor:
-    """Per-pair weight sigmoid(β_s·(S_a − z))·sigmoid(β_s·(S_b − z)), detached: the policy's own
-    belief that both segments of a pair are safe (PreSa's ``pref_gate = safety``)."""
-    with torch.no_grad():
-        return torch.sigmoid(beta_s * (score_a - zref)) * torch.sigmoid(beta_s * (score_b - zref))
 
 
 def preference_accuracy(score_a: torch.Tensor, score_b: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
@@ -75,7 +64,7 @@ def preference_accuracy(score_a: torch.Tensor, score_b: torch.Tensor, label: tor
 
 
 def safety_values(scores: torch.Tensor, safe: torch.Tensor, zref: torch.Tensor | float,
-                  beta_s: float) -> torch.Tensor:
+                  beta_s: float, beta_safe: float | None = None) -> torch.Tensor:
     """KTO/HALO-style value of each safety-labelled segment (u = 1 safe, 0 unsafe)::
 
         v = sigmoid(β_s · (S_θ − z_ref))  if u = 1
@@ -88,6 +77,9 @@ def safety_values(scores: torch.Tensor, safe: torch.Tensor, zref: torch.Tensor |
         beta_s: slope β_s > 0.
     """
     sign = 2.0 * safe - 1.0
+    if beta_safe is not None:  # a different slope for segments labelled safe
+        sign = sign * (safe * beta_safe + (1.0 - safe) * beta_s)
+        return torch.sigmoid(sign * (scores - zref))
     return torch.sigmoid(beta_s * sign * (scores - zref))
 
 
@@ -104,11 +96,11 @@ def safety_weights(safe: torch.Tensor, eta: float) -> torch.Tensor:
 
 
 def safety_alignment(scores: torch.Tensor, safe: torch.Tensor, zref: torch.Tensor | float,
-                     beta_s: float, eta: float) -> torch.Tensor:
+                     beta_s: float, eta: float, beta_safe: float | None = None) -> torch.Tensor:
     """g_θ = Σ w·v / Σ w over the batch of safety segments (see :func:`safety_values`,
     :func:`safety_weights`); g_θ ∈ (0, 1), and the constraint is g_θ ≥ δ."""
     w = safety_weights(safe, eta)
-    v = safety_values(scores, safe, zref, beta_s)
+    v = safety_values(scores, safe, zref, beta_s, beta_safe)
     return (w * v).sum() / w.sum()
 
 

@@ -318,12 +318,15 @@ class _Loop:
         self._reference_metrics: dict[str, float] | None = None
 
     def heldout_metrics(self) -> dict[str, float]:
-        """``val/...`` metrics of the algorithm's current scores on the held-out feedback, and
-        ``val/ref_...`` of the BC reference's likelihood once it exists (presa.heldout)."""
+        """``val/...`` metrics of the policy's own segment likelihood on the held-out feedback; once a
+        reference exists also ``val/implicit_...`` of the implicit reward S_θ and ``val/ref_...``
+        of the BC reference's likelihood (presa.heldout)."""
         if self.heldout is None:
             return {}
         out = self.heldout.metrics(self.algo.heldout_scores)
         if getattr(self.algo, "reference", None) is not None:
+            out.update(self.heldout.metrics(self.algo.implicit_scores,  # type: ignore[attr-defined]
+                                            prefix="val/implicit_"))
             if self._reference_metrics is None:
                 self._reference_metrics = self.heldout.metrics(self.algo.reference_scores,  # type: ignore[attr-defined]
                                                                prefix="val/ref_")

@@ -318,9 +318,16 @@ class ReferenceAlignment(Algorithm):
 
     @torch.no_grad()
     def heldout_scores(self, segments: torch.Tensor) -> torch.Tensor:
-        """S_θ of ``segments`` (no dropout) once the reference exists; before, the BC scores."""
+        """The policy's own likelihood α·Σ_t γ^t·log π_θ(a_t|s_t) of ``segments`` (no dropout), in the
+        calibrated nats of the scores (S_θ plus the reference's likelihood) once the reference
+        exists; before, the BC scores."""
         if self.reference is None:
             return super().heldout_scores(segments)
+        return self.implicit_scores(segments) + self.reference_scores(segments)
+
+    @torch.no_grad()
+    def implicit_scores(self, segments: torch.Tensor) -> torch.Tensor:
+        """S_θ of ``segments`` (no dropout): the implicit reward the losses rank and classify."""
         was_training = self.policy.training
         self.policy.eval()
         try:

@@ -80,7 +80,7 @@ class PreSa(ReferenceAlignment):
         purity = ((1.0, 1.0, "human labels: purity unknown, taken as 1") if human else
                   ceiling_rule.purity_from_noise_model(d.store.metadata.get("safety"), observed_safe))
         self.ceiling = ceiling_rule.ceiling(d.safety_label, s_max, s_min, beta_s=cfg.beta_s, eta=cfg.eta,
-                                            purity=purity)
+                                            purity=purity, beta_safe=cfg.beta_safe)
         self.delta = ceiling_rule.choose_delta(self.ceiling, cfg.delta, cfg.delta_fraction,
                                                threshold=d.threshold)
         self.delta_target = min(self.delta + cfg.delta_margin, (self.delta + self.ceiling.value) / 2.0)
@@ -98,9 +98,8 @@ class PreSa(ReferenceAlignment):
 
         zref = losses.zref_update(cfg.zref_mode, self.zref, s_s, cfg.zref_momentum,
                                   kl[2 * n:].mean() if kl is not None else None, clamp=cfg.zref_clamp)
-        g = losses.safety_alignment(s_s, safe, zref, cfg.beta_s, cfg.eta)
-        gate = losses.safety_gate(s_a, s_b, zref, cfg.beta_s) if cfg.pref_gate == "safety" else None
-        pref = losses.preference_loss(s_a, s_b, y, cfg.lambda_cb, gate)
+        g = losses.safety_alignment(s_s, safe, zref, cfg.beta_s, cfg.eta, cfg.beta_safe)
+        pref = losses.preference_loss(s_a, s_b, y, cfg.lambda_cb)
         loss = losses.lagrangian(pref, g, self.nu, self.delta_target)
 
         self.optimizer.zero_grad(set_to_none=True)

@@ -18,6 +18,8 @@ classification loss on the same implicit scores S_θ as PreSa (calibrated log-li
 
     L = −mean[ w · ( y·log σ(S_θ) + (1 − y)·log σ(−S_θ) ) ],   w = 1 desirable, η·N_d/N_u undesirable
 
+with TraC's η = 0.25 (:data:`TRAC_ETA`)
+
 with no multiplier and no constraint. TraC's reward-rank segment weights are not reproduced (every
 labelled segment has weight 1).
 """
@@ -36,6 +38,9 @@ from presa.heldout import segment_safe_oracle
 from presa.losses import safety_weights
 
 TOP_FRACTION = 0.5
+#: TraC's weight ratio η of undesirable to desirable segments (its Bullet-Safety-Gym setting); the
+#: run's ``eta`` (PreSa's, class-balanced) is not used, so the reference stays the authors' method.
+TRAC_ETA = 0.25
 
 
 def trac_labels(data: TrainingData, top_fraction: float = TOP_FRACTION) -> tuple[torch.Tensor, torch.Tensor]:
@@ -93,7 +98,7 @@ class TraC(ReferenceAlignment):
         i = self.data.sample(self.gen, int(self.segments.shape[0]), n)
         good = self.labels[i]
         scores, _ = self.segment_scores(self.segments[i])
-        loss = trac_loss(scores, good, cfg.eta)
+        loss = trac_loss(scores, good, TRAC_ETA)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

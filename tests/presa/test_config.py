@@ -13,10 +13,12 @@ from presa.config import TrainConfig, load_config_file, parse_set, resolve_confi
 
 def test_defaults_are_the_method_defaults() -> None:
     c = TrainConfig()
-    assert (c.alpha, c.gamma, c.eta, c.lambda_cb) == (0.2, 0.99, 0.25, 1.0)
-    # δ from the store's attainable ceiling (docs/method.md), scores against π_ref itself
+    # docs/method.md, "Choosing the defaults": class-balanced η, a saturating safe side, δ from the
+    # store's attainable ceiling, scores against π_ref itself, a PID dual
+    assert (c.alpha, c.gamma, c.eta, c.lambda_cb, c.beta_s, c.beta_safe) == (0.2, 0.99, 1.0, 1.0, 1.0, 5.0)
     assert (c.delta, c.delta_fraction, c.delta_margin) == (None, 0.5, 0.02)
-    assert (c.nu_init, c.nu_lr, c.nu_max, c.zref_mode, c.zref_momentum) == (1.0, 1e-3, 100.0, "zero", 0.9)
+    assert (c.nu_init, c.nu_lr, c.nu_max, c.zref_mode, c.zref_momentum) == (1.0, 1e-2, 100.0, "zero", 0.9)
+    assert (c.nu_rule, c.pid_kp, c.pid_kd) == ("pid", 10.0, 0.0)
     assert (c.pair_batch, c.safety_batch, c.hidden, c.dropout) == (96, 96, (256, 256), 0.25)
     assert (c.lr, c.align_lr, c.warmup_steps, c.precision, c.device) == (1e-4, 1e-5, 10_000, "fp32", "cpu")
 
@@ -24,12 +26,12 @@ def test_defaults_are_the_method_defaults() -> None:
 @pytest.mark.parametrize(
     "suite,want",
     [
-        ("bullet", {"alpha": 0.2, "gamma": 0.99, "eta": 0.25, "total_steps": 100_000, "bc_steps": 30_000}),
+        ("bullet", {"alpha": 0.2, "gamma": 0.99, "eta": 1.0, "total_steps": 100_000, "bc_steps": 30_000}),
         (
             "safety_gymnasium",
-            {"alpha": 0.1, "gamma": 0.99, "eta": 0.5, "total_steps": 100_000, "bc_steps": 30_000},
+            {"alpha": 0.1, "gamma": 0.99, "eta": 1.0, "total_steps": 100_000, "bc_steps": 30_000},
         ),
-        ("metadrive", {"alpha": 0.2, "gamma": 1.0, "eta": 0.25, "total_steps": 200_000, "bc_steps": 60_000}),
+        ("metadrive", {"alpha": 0.2, "gamma": 1.0, "eta": 1.0, "total_steps": 200_000, "bc_steps": 60_000}),
     ],
 )
 def test_suite_defaults(suite: str, want: dict) -> None:
@@ -40,7 +42,7 @@ def test_suite_defaults(suite: str, want: dict) -> None:
 def test_quick_preset_is_short_and_keeps_the_suite_values() -> None:
     c = resolve_config(suite="safety_gymnasium", preset="quick")
     assert c.total_steps <= 5_000 and c.bc_steps < c.total_steps
-    assert c.alpha == 0.1 and c.eta == 0.5
+    assert c.alpha == 0.1 and c.gamma == 0.99
 
 
 def test_precedence_suite_preset_file_overrides(tmp_path) -> None:

@@ -90,7 +90,8 @@ def test_run_directory_contents(base_run: Path, toy_store: Path) -> None:
     ):
         assert key in ck, key
     assert ck["step"] == 60 and ck["algo"] == "presa" and ck["algo_state"]["reference"] is not None
-    assert isinstance(ck["nu"], float) and ck["nu"] == pytest.approx(recs[-1]["train/nu"], abs=0.01)
+    # the logged ν is the mean over the last interval; the PID rule moves it a little every step
+    assert isinstance(ck["nu"], float) and ck["nu"] == pytest.approx(recs[-1]["train/nu"], rel=0.05)
 
 
 def test_load_actor_normalises_inside(base_run: Path, toy_store: Path) -> None:
@@ -190,10 +191,10 @@ def nu_series(run: Path) -> list[float]:
 
 
 def test_nu_rises_while_constraint_violated(toy_store: Path, tmp_path: Path) -> None:
-    # δ = 0.64 is just under this store's ceiling (0.647) and far above an untrained policy's g ≈ ½:
-    # ν must climb every interval
-    train(cfg_of(delta=0.64, delta_margin=0.0, nu_lr=0.05, total_steps=50, checkpoint_every=0), toy_store,
-          tmp_path / "up")
+    # plain dual ascent; with η = 0.25 and one slope β_s = 1 this store's ceiling is 0.647, so δ = 0.64
+    # is attainable but far above an untrained policy's g ≈ ½: ν must climb every interval
+    train(cfg_of(delta=0.64, delta_margin=0.0, nu_rule="sgd", nu_lr=0.05, eta=0.25, beta_safe=None,
+                 total_steps=50, checkpoint_every=0), toy_store, tmp_path / "up")
     nus = nu_series(tmp_path / "up")
     assert nus[0] > 1.0 and all(b > a for a, b in zip(nus, nus[1:], strict=False))
     recs = records(tmp_path / "up")
@@ -204,7 +205,7 @@ def test_nu_rises_while_constraint_violated(toy_store: Path, tmp_path: Path) -> 
 
 def test_unattainable_delta_is_refused(toy_store: Path, tmp_path: Path) -> None:
     # δ = 0.99 is above the attainable ceiling of g on this store: refused when alignment starts
-    with pytest.raises(FeedbackgenError, match=r"delta 0.99 cannot be met .* ceiling of g is 0\.6"):
+    with pytest.raises(FeedbackgenError, match=r"delta 0.99 cannot be met .* ceiling of g is 0\.8"):
         train(cfg_of(delta=0.99, total_steps=50, checkpoint_every=0), toy_store, tmp_path / "no")
 
 
@@ -217,7 +218,7 @@ def test_default_delta_is_halfway_to_the_ceiling(toy_store: Path, tmp_path: Path
 def test_nu_falls_to_zero_once_constraint_holds(toy_store: Path, tmp_path: Path) -> None:
     # δ = 0.05 is met at once (g ≈ ½): ν must fall and reach 0
     train(
-        cfg_of(delta=0.05, nu_init=3.0, nu_lr=0.2, total_steps=80, checkpoint_every=0),
+        cfg_of(delta=0.05, nu_init=3.0, nu_rule="sgd", nu_lr=0.2, total_steps=80, checkpoint_every=0),
         toy_store,
         tmp_path / "down",
     )
