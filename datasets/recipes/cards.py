@@ -240,7 +240,8 @@ def _how_text(meta: dict, folder: Path) -> str:
     if build:
         cpu = ", ".join(f"{k} {v:.0f} s" for k, v in build["cpu_seconds"].items())
         parts.append(f"Rebuild (from the repository root; CPU time of the last build: {cpu}, "
-                     f"{build['workers']} worker(s)):\n\n```bash\n{build['command']}\n```\n\n"
+                     f"{build['workers']} worker(s)); all three datasets: `{build['all_command']}`:\n\n"
+                     f"```bash\n{build['command']}\n```\n\n"
                      "Collection is reproducible from the seed (independent of the number of workers); zoo "
                      "training is seeded but PPO on another machine/library version may differ slightly.")
     return "\n\n".join(parts)
