@@ -1,23 +1,31 @@
-"""Rebuild one shipped ``<Task>-mini`` dataset: behaviour zoo -> mixture collection -> card.
+"""Rebuild the shipped ``<Task>-mini`` datasets: behaviour zoo -> mixture collection -> card.
 
 Stages (``--stage``, default ``all``):
 
 1. ``train``: a behaviour zoo trained with stable-baselines3 PPO on reward - λ·cost, one model per λ
-   in the task's recipe, saved at a few points of training (less and more skilled behaviour). The cost
-   comes from our simulator layer (``feedbackgen.sim.make_env``: ``step`` returns the cost), wrapped
-   as a gymnasium env for SB3. Models go to ``datasets/recipes/zoo/<Task>/`` (small zips).
-2. ``collect``: ``feedbackgen.collect`` rolls out a mixture of the zoo (equal episode shares,
-   per-episode Gaussian action noise) into ``datasets/<Task>-mini/`` (``data.hdf5`` +
-   ``dataset.json``), the folder the task registry reads.
-3. ``card``: ``README.md`` (what, how, sizes, reward/cost spread, fraction of episodes under each
-   threshold) and ``scatter.png`` (episode reward vs cost by behaviour policy).
+   (and per cost limit, λ by dual ascent) in the task's recipe, saved at a few points of training
+   (less and more skilled behaviour). The cost comes from our simulator layer
+   (``feedbackgen.sim.make_env``: ``step`` returns the cost), wrapped as a gymnasium env for SB3.
+   Models go to ``datasets/recipes/zoo/<Task>/`` (small zips).
+2. ``collect``: ``feedbackgen.collect`` rolls out a mixture of the zoo (episode shares with a reckless
+   majority, per-episode Gaussian action noise) plus within-episode mixtures cautious -> reckless
+   (``switch:A>B``, switch step drawn per episode), over-collects, keeps every single-member episode
+   and a cost-stratified sample of the mixture episodes (``Recipe.bands``), and writes
+   ``datasets/<Task>-mini/`` (``data.hdf5`` + ``dataset.json``, the folder the task registry reads).
+   The command and the CPU time it took go to ``dataset.json`` (``build``) and are printed.
+3. ``card``: ``README.md`` (sizes, reward/cost spread, the frontier metrics per threshold, how it was
+   made) and ``scatter.png``, and the dataset tables of ``datasets/README.md`` and ``README.md``, all
+   from the data files (``cards.py``).
 
 Usage (from the repository root)::
 
-    .venv/bin/python datasets/recipes/build_mini.py --task BallRun            # everything
-    .venv/bin/python datasets/recipes/build_mini.py --task BallRun --stage collect
+    .venv/bin/python datasets/recipes/build_mini.py --all --stage collect     # every dataset, from the zoo
+    .venv/bin/python datasets/recipes/build_mini.py --task BallRun            # everything for one
+    .venv/bin/python datasets/recipes/build_mini.py --task BallRun --stage collect --seed 1
+    .venv/bin/python datasets/recipes/build_mini.py --all --stage card        # cards and tables only
 
-Training uses one torch thread and a few minutes of CPU per task; collection uses every core.
+Training uses one torch thread and a few minutes of CPU per task; collection uses every core
+(``--workers``); the result does not depend on the number of workers.
 """
 
 from __future__ import annotations
