@@ -11,6 +11,10 @@ Behaviour policies (``CollectConfig.policies``; several form a mixture with epis
 - ``sb3:PATH``: a saved stable-baselines3 model (``.zip``; PPO, A2C, SAC, TD3 or DDPG), acting
   deterministically. Needs the ``zoo`` extra.
 - ``presa:PATH``: a presa checkpoint or run directory, through :func:`presa.checkpoint.load_actor`.
+- ``switch:A>B``: a within-episode mixture: policy ``A`` (any spec above) until the episode's
+  switch step, then ``B``. The switch step is drawn per episode, uniform over the episode limit
+  (``EpisodePlan.switch_frac``), so switching from a cautious to a reckless policy (or back) gives
+  episodes of every intermediate cost, with reward rising with cost.
 
 Per-episode action noise: each episode draws a Gaussian standard deviation uniformly from
 ``noise`` (a fraction of the action range's half-width) and adds that noise to every action,
@@ -54,9 +58,10 @@ import feedbackgen
 from feedbackgen.errors import FeedbackgenError
 from feedbackgen.tasks import SUITE_THRESHOLDS
 
-POLICY_KINDS = ("random", "sb3", "presa")
+POLICY_KINDS = ("random", "sb3", "presa", "switch")
 HDF5_SUFFIXES = (".hdf5", ".h5")
 ProgressFn = Callable[[int, int], None]
+SelectFn = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, dict]]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -92,13 +97,28 @@ def parse_policy(text: str) -> tuple[str, float]:
             spec = head
         else:
             share = 1.0
-    kind = spec.split(":", 1)[0]
-    if kind not in POLICY_KINDS or (kind == "random") != (spec == "random") or spec.endswith(":"):
-        raise FeedbackgenError(f"bad policy '{text}': use random, sb3:PATH or presa:PATH, "
-                               "optionally followed by @SHARE")
+    parts = switch_parts(spec) or (spec,)
+    for part in parts:
+        kind = part.split(":", 1)[0]
+        if kind not in POLICY_KINDS[:3] or (kind == "random") != (part == "random") or part.endswith(":"):
+            raise FeedbackgenError(f"bad policy '{text}': use random, sb3:PATH, presa:PATH or "
+                                   "switch:SPEC>SPEC, optionally followed by @SHARE")
     if not np.isfinite(share) or share <= 0:
         raise FeedbackgenError(f"bad policy share in '{text}': the share after '@' must be a positive number")
     return spec, share
+
+
+def switch_parts(spec: str) -> tuple[str, str] | None:
+    """The two specs of ``switch:A>B`` (``None`` for any other spec); empty parts stay empty."""
+    if not spec.startswith("switch:"):
+        return None
+    first, _, second = spec[len("switch:"):].partition(">")
+    return first.strip(), second.strip()
+
+
+def policy_files(spec: str) -> list[Path]:
+    """The model files a policy spec names (none for ``random``; two for a ``switch:`` spec)."""
+    return [Path(p.split(":", 1)[1]).expanduser() for p in (switch_parts(spec) or (spec,)) if p != "random"]
 
 
 def _as_policy_tuple(policies) -> tuple[tuple[str, float], ...]:
@@ -135,6 +155,11 @@ class CollectConfig:
         noise: ``(low, high)`` range of the per-episode Gaussian action-noise std, as a fraction of
             the action range's half-width; ``(0, 0)`` means no noise.
         seed: the one seed everything is derived from.
+        version: dataset version (e.g. ``v3``), recorded as the HDF5 attribute ``dataset_version``
+            (a store made from the file records it in its source attributes) and in the JSON record.
+        switch_range: ``(low, high)`` fractions of the episode limit between which ``switch:``
+            policies switch (uniformly); e.g. ``(0.6, 1.0)``: at most the last 40 % of the
+            episode under the second policy.
         workers: processes to use; ``None`` means every available core.
         max_episode_steps: cap on episode length; ``None`` uses the environment's.
         name: task name recorded for a dataset folder (default: the folder's name).
@@ -159,6 +184,8 @@ class CollectConfig:
     record_frames: int = 0
     frame_size: int = 64
     frame_episodes: int | None = None
+    version: str | None = None
+    switch_range: tuple[float, float] = (0.0, 1.0)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -172,8 +199,7 @@ class CollectConfig:
         total = sum(s for _, s in pol)
         set_(self, "policies", tuple((spec, share / total) for spec, share in pol))
         for spec, _ in self.policies:
-            if spec != "random":
-                path = Path(spec.split(":", 1)[1]).expanduser()
+            for path in policy_files(spec):
                 if not path.exists():
                     raise FeedbackgenError(f"policy file {path} does not exist: check the path in "
                                            f"'{spec}'")
@@ -196,6 +222,10 @@ class CollectConfig:
                                    f"in [8, 512], got {self.record_frames} and {self.frame_size}")
         set_(self, "record_frames", int(self.record_frames))
         set_(self, "frame_size", int(self.frame_size))
+        lo, hi = (float(x) for x in self.switch_range)
+        if not 0.0 <= lo <= hi <= 1.0:
+            raise FeedbackgenError(f"bad switch range ({lo}, {hi}): need 0 <= LOW <= HIGH <= 1")
+        set_(self, "switch_range", (lo, hi))
         if self.frame_episodes is not None and int(self.frame_episodes) < 1:
             raise FeedbackgenError(f"--frame-episodes must be at least 1, got {self.frame_episodes}")
 
@@ -210,6 +240,7 @@ class CollectConfig:
         d["out"] = str(self.out)
         d["policies"] = [{"spec": s, "share": sh} for s, sh in self.policies]
         d["noise"] = list(self.noise)
+        d["switch_range"] = list(self.switch_range)
         return d
 
 
@@ -219,13 +250,18 @@ class CollectConfig:
 
 @dataclass(frozen=True)
 class EpisodePlan:
-    """Everything that fixes one episode: index, policy, noise level, and its seed sequence."""
+    """Everything that fixes one episode: index, policy, noise level, and its seed sequence.
+
+    ``switch_frac``: where a ``switch:`` policy switches, as a fraction of the episode limit (drawn
+    for every episode after the other parameters, so it changes none of them).
+    """
 
     index: int
     policy: int
     noise_std: float
     reset_seed: int
     noise_seed: np.random.SeedSequence
+    switch_frac: float = 0.0
 
 
 def episode_counts(shares: list[float], episodes: int) -> list[int]:
@@ -247,12 +283,14 @@ def plan_episodes(cfg: CollectConfig) -> list[EpisodePlan]:
     np.random.default_rng(plan_seq).shuffle(assignment)
     plans = []
     lo, hi = cfg.noise
+    s_lo, s_hi = cfg.switch_range
     for i, seq in enumerate(episode_seqs):
         params_seq, noise_seq = seq.spawn(2)
         rng = np.random.default_rng(params_seq)
         std = float(rng.uniform(lo, hi)) if hi > lo else lo
         reset_seed = int(rng.integers(0, 2**31 - 1))
-        plans.append(EpisodePlan(i, int(assignment[i]), std, reset_seed, noise_seq))
+        plans.append(EpisodePlan(i, int(assignment[i]), std, reset_seed, noise_seq,
+                                 s_lo + (s_hi - s_lo) * float(rng.uniform())))
     return plans
 
 
@@ -344,9 +382,29 @@ class PresaPolicy:
         return np.asarray(self.actor(np.asarray(obs, dtype=np.float32)[None]), dtype=np.float64)[0]
 
 
+class SwitchPolicy:
+    """``switch:A>B``: ``first`` for the episode's first ``switch_step`` steps, then ``second``."""
+
+    def __init__(self, first, second) -> None:
+        self.first, self.second = first, second
+        self.switch_step, self.t = 0, 0
+
+    def begin(self, switch_step: int) -> None:
+        """Start an episode that switches at ``switch_step``."""
+        self.switch_step, self.t = int(switch_step), 0
+
+    def __call__(self, obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        policy = self.first if self.t < self.switch_step else self.second
+        self.t += 1
+        return policy(obs, rng)
+
+
 def make_policy(spec: str, action_space, obs_dim: int):
-    """Build a behaviour policy from its spec (``random``, ``sb3:PATH``, ``presa:PATH``)."""
+    """Build a behaviour policy from its spec (``random``, ``sb3:PATH``, ``presa:PATH``, ``switch:A>B``)."""
     act_dim = int(np.prod(action_space.shape))
+    parts = switch_parts(spec)
+    if parts:
+        return SwitchPolicy(*(make_policy(p, action_space, obs_dim) for p in parts))
     if spec == "random":
         return RandomPolicy(action_space)
     kind, path = spec.split(":", 1)
@@ -430,6 +488,9 @@ def _run_episode(plan: EpisodePlan, frames: tuple = (0, 0, None)) -> dict:
     high = np.asarray(env.action_space.high, dtype=np.float64)
     half_range = (high - low) / 2.0
     rng = np.random.default_rng(plan.noise_seed)
+    switch_step = int(plan.switch_frac * max_steps) if isinstance(policy, SwitchPolicy) else -1
+    if switch_step >= 0:
+        policy.begin(switch_step)
     # bullet-safety-gym draws initial states from numpy's global RNG (np.random.uniform), not from
     # the seed given to reset; this worker process exists only to run this simulator, so seeding
     # the global RNG here is what makes the episode a function of its seed.
@@ -464,7 +525,7 @@ def _run_episode(plan: EpisodePlan, frames: tuple = (0, 0, None)) -> dict:
         "actions": np.stack(act_l), "rewards": np.asarray(rew_l, np.float32),
         "costs": np.asarray(cost_l, np.float32), "terminations": np.asarray(term_l, bool),
         "truncations": np.asarray(trunc_l, bool), "frame_steps": np.asarray(frame_steps, np.int64),
-        "frames": np.asarray(frame_images, np.uint8).reshape(-1, size, size, 3),
+        "frames": np.asarray(frame_images, np.uint8).reshape(-1, size, size, 3), "switch_step": switch_step,
     }
 
 
@@ -511,7 +572,7 @@ def _rollout(cfg: CollectConfig, plans: list[EpisodePlan], workers: int,
 def _versions(specs: tuple[str, ...]) -> dict:
     names = ["numpy", "h5py", "gymnasium", "bullet-safety-gym", "pybullet", "safety-gymnasium",
              "mujoco", "metadrive-simulator"]
-    if any(s.startswith(("sb3:", "presa:")) for s in specs):
+    if any(s.startswith(("sb3:", "presa:", "switch:")) for s in specs):
         names += ["torch", "stable-baselines3"]
     out = {"python": platform.python_version(), "feedbackgen": feedbackgen.__version__}
     for n in names:
@@ -548,12 +609,17 @@ def _file_sha256(path: Path) -> str:
 # entry point
 
 
-def collect(cfg: CollectConfig, progress: ProgressFn | None = None) -> Path:
+def collect(cfg: CollectConfig, progress: ProgressFn | None = None, select: SelectFn | None = None) -> Path:
     """Roll out the configured behaviour policies and write the dataset.
 
     Args:
         cfg: what to collect (see :class:`CollectConfig`).
         progress: optional callback ``progress(episodes_done, episodes_total)``.
+        select: optional filter run on the collected episodes before anything is written:
+            ``select(episode_reward, episode_cost, episode_policy)`` returns the indices of the
+            episodes to keep (in any order; they are written in plan order) and a JSON-able
+            description recorded as ``selection`` (e.g. a density filter after over-collecting:
+            ``cfg.episodes`` is then the pool size).
 
     Returns:
         The path written: the HDF5 file, or the dataset folder.
@@ -581,6 +647,17 @@ def collect(cfg: CollectConfig, progress: ProgressFn | None = None) -> Path:
     workers = min(int(cfg.workers or available_cores()), len(plans))
     probe, results = _rollout(cfg, plans, workers, progress)
     results.sort(key=lambda r: r["index"])
+    selection = None
+    if select is not None:
+        keep, selection = select(np.asarray([float(r["rewards"].sum()) for r in results]),
+                                 np.asarray([float(r["costs"].sum()) for r in results]),
+                                 np.asarray([p.policy for p in plans]))
+        keep = np.unique(np.asarray(keep, dtype=np.int64))
+        if keep.size == 0:
+            raise FeedbackgenError("the episode selection kept no episode: collect more or relax it")
+        selection = {"pool_episodes": len(results), "kept_episodes": int(keep.size), **selection,
+                     "kept_plan_index": keep.tolist()}
+        results, plans = [results[i] for i in keep], [plans[i] for i in keep]
     obs_dim, act_dim, max_steps = probe["obs_dim"], probe["act_dim"], probe["max_episode_steps"]
     task, env_id, family = probe["task"], probe["env_id"], probe["family"]
 
@@ -599,7 +676,8 @@ def collect(cfg: CollectConfig, progress: ProgressFn | None = None) -> Path:
     for i, (spec, share) in enumerate(cfg.policies):
         entry = {"spec": spec, "share": share, "episodes": int((policy_of == i).sum())}
         if spec != "random":
-            entry["sha256"] = _file_sha256(Path(spec.split(":", 1)[1]).expanduser())
+            shas = [_file_sha256(f) for f in policy_files(spec)]
+            entry["sha256"] = shas[0] if len(shas) == 1 and not spec.startswith("switch:") else shas
             mask = policy_of == i
             if mask.any():
                 entry["mean_episode_reward"] = float(ep_reward[mask].mean())
@@ -615,8 +693,11 @@ def collect(cfg: CollectConfig, progress: ProgressFn | None = None) -> Path:
         "policies": policies,
         "episode_policy": [p.policy for p in plans],
         "episode_noise_std": [round(p.noise_std, 6) for p in plans],
+        **({"episode_switch_step": [int(r["switch_step"]) for r in results]}
+           if any(s.startswith("switch:") for s, _ in cfg.policies) else {}),
         "noise": {"kind": "gaussian", "std_range": list(cfg.noise), "scale": "fraction of action half-range",
                   "per_episode": True, "clipped": True},
+        **({"selection": selection} if selection is not None else {}),
         "seed": cfg.seed, "seeding": "numpy SeedSequence(seed).spawn(episodes + 1); child 0 assigns "
                                      "policies, child i+1 fixes episode i (noise std, reset seed, noise)",
         "config": cfg.to_dict(),
@@ -624,12 +705,16 @@ def collect(cfg: CollectConfig, progress: ProgressFn | None = None) -> Path:
         "git_commit": _git_commit(),
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
+    if cfg.version is not None:
+        record = {"version": cfg.version, **record}
     attrs = {"feedbackgen_collection": json.dumps(record), **references,
              "task": record["task"], "env_id": str(env_id), "seed": cfg.seed}
+    if cfg.version is not None:
+        attrs["dataset_version"] = cfg.version
 
     if cfg.record_frames:
         record["frames"] = {"every": cfg.record_frames, "size": [cfg.frame_size, cfg.frame_size],
-                            "episodes": cfg.frame_episodes or len(results),
+                            "episodes": sum(1 for r in results if len(r["frame_steps"])),
                             "count": int(sum(len(r["frame_steps"]) for r in results)),
                             "renderer": "pybullet getCameraImage ER_TINY_RENDERER (CPU, DIRECT), task "
                                         "camera, 2x supersampled", "file": "<data stem>.frames.hdf5"}
@@ -653,7 +738,8 @@ def collect(cfg: CollectConfig, progress: ProgressFn | None = None) -> Path:
         write_dsrl(tmp / "data.hdf5", traj, attrs)
         if cfg.record_frames:
             _write_frames(tmp / "data.hdf5", results, starts, cfg)
-        (tmp / "dataset.json").write_text(_dumps({"task": task_rec, "file": "data.hdf5",
+        head = {"version": cfg.version} if cfg.version is not None else {}
+        (tmp / "dataset.json").write_text(_dumps({**head, "task": task_rec, "file": "data.hdf5",
                                                   "collection": record}))
         if out.exists():
             old = out.with_name(f".{out.name}.old")

@@ -333,7 +333,10 @@ def write_dsrl(path: str | Path, traj: Trajectories, attrs: dict | None = None) 
         with h5py.File(tmp, "w") as f:
             for key, src in arrays.items():
                 shape = tuple(int(s) for s in src.shape)
-                chunks = (max(1, min(n, SCAN_CHUNK_ROWS)),) + shape[1:] if n else None
+                # equal chunks of at most SCAN_CHUNK_ROWS rows: HDF5 allocates a whole last chunk, so
+                # 65,537 rows in chunks of 65,536 would take the space of 131,072
+                rows = -(-n // -(-n // SCAN_CHUNK_ROWS)) if n else 0
+                chunks = (max(1, rows),) + shape[1:] if n else None
                 d = f.create_dataset(key, shape=shape, dtype=dtypes[key], chunks=chunks)
                 for lo in range(0, n, SCAN_CHUNK_ROWS):
                     d[lo:lo + SCAN_CHUNK_ROWS] = np.asarray(src[lo:lo + SCAN_CHUNK_ROWS], dtype=dtypes[key])

@@ -1,23 +1,31 @@
-"""Rebuild one shipped ``<Task>-mini`` dataset: behaviour zoo -> mixture collection -> card.
+"""Rebuild the shipped ``<Task>-mini`` datasets: behaviour zoo -> mixture collection -> card.
 
 Stages (``--stage``, default ``all``):
 
 1. ``train``: a behaviour zoo trained with stable-baselines3 PPO on reward - λ·cost, one model per λ
-   in the task's recipe, saved at a few points of training (less and more skilled behaviour). The cost
-   comes from our simulator layer (``feedbackgen.sim.make_env``: ``step`` returns the cost), wrapped
-   as a gymnasium env for SB3. Models go to ``datasets/recipes/zoo/<Task>/`` (small zips).
-2. ``collect``: ``feedbackgen.collect`` rolls out a mixture of the zoo (equal episode shares,
-   per-episode Gaussian action noise) into ``datasets/<Task>-mini/`` (``data.hdf5`` +
-   ``dataset.json``), the folder the task registry reads.
-3. ``card``: ``README.md`` (what, how, sizes, reward/cost spread, fraction of episodes under each
-   threshold) and ``scatter.png`` (episode reward vs cost by behaviour policy).
+   (and per cost limit, λ by dual ascent) in the task's recipe, saved at a few points of training
+   (less and more skilled behaviour). The cost comes from our simulator layer
+   (``feedbackgen.sim.make_env``: ``step`` returns the cost), wrapped as a gymnasium env for SB3.
+   Models go to ``datasets/recipes/zoo/<Task>/`` (small zips).
+2. ``collect``: ``feedbackgen.collect`` rolls out a mixture of the zoo (episode shares with a reckless
+   majority, per-episode Gaussian action noise) plus within-episode mixtures cautious -> reckless
+   (``switch:A>B``, switch step drawn per episode), over-collects, keeps every single-member episode
+   and a cost-stratified sample of the mixture episodes (``Recipe.bands``), and writes
+   ``datasets/<Task>-mini/`` (``data.hdf5`` + ``dataset.json``, the folder the task registry reads).
+   The command and the CPU time it took go to ``dataset.json`` (``build``) and are printed.
+3. ``card``: ``README.md`` (sizes, reward/cost spread, the frontier metrics per threshold, how it was
+   made) and ``scatter.png``, and the dataset tables of ``datasets/README.md`` and ``README.md``, all
+   from the data files (``cards.py``).
 
 Usage (from the repository root)::
 
-    .venv/bin/python datasets/recipes/build_mini.py --task BallRun            # everything
-    .venv/bin/python datasets/recipes/build_mini.py --task BallRun --stage collect
+    .venv/bin/python datasets/recipes/build_mini.py --all --stage collect     # every dataset, from the zoo
+    .venv/bin/python datasets/recipes/build_mini.py --task BallRun            # everything for one
+    .venv/bin/python datasets/recipes/build_mini.py --task BallRun --stage collect --seed 1
+    .venv/bin/python datasets/recipes/build_mini.py --all --stage card        # cards and tables only
 
-Training uses one torch thread and a few minutes of CPU per task; collection uses every core.
+Training uses one torch thread and a few minutes of CPU per task; collection uses every core
+(``--workers``); the result does not depend on the number of workers.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +70,17 @@ class Recipe:
             conditional mean action, then only visits states the cautious members cover).
         record_frames: render every K-th step into ``data.frames.hdf5`` (0: none), for
             ``feedbackgen annotate``; ``frame_episodes``: only in the first N episodes.
+        version: the dataset version written to ``dataset.json`` and the HDF5 attributes.
+        switches: within-episode mixtures ``(from member, to member, share)``: the ``from`` member
+            until a switch step drawn uniformly in ``switch_range`` × the episode limit, then the
+            ``to`` member (``feedbackgen.collect``'s ``switch:A>B`` policy). Cautious → reckless
+            gives episodes of every intermediate cost, with reward rising with cost.
+        bands: the cost-stratified density filter applied after over-collecting (``episodes`` is
+            then the pool size): ``(low, high, n)`` keeps up to ``n`` mixture episodes with cost in
+            (low, high], taken round-robin from sub-bins of width ≤ ``band_bin`` (so costs spread
+            over the band), in each sub-bin the highest-reward episode first, then in a seeded
+            random order (so rewards spread too). Episodes of single zoo members are all kept.
+        exclude: zoo members (file stems) left out of the collection (they stay in the zoo).
     """
 
     task: str
@@ -78,6 +97,12 @@ class Recipe:
     shares: tuple[tuple[str, float], ...] = ()
     record_frames: int = 0
     frame_episodes: int | None = None
+    version: str = "v3"
+    switches: tuple[tuple[str, str, float], ...] = ()
+    switch_range: tuple[float, float] = (0.0, 1.0)
+    bands: tuple[tuple[float, float, int], ...] = ()
+    band_bin: float = 2.5
+    exclude: tuple[str, ...] = ()
 
 
 # Reward per step differs by task (full speed: BallRun ~16, CarRun ~6, BallCircle ~2.5) while a cost
@@ -86,20 +111,49 @@ class Recipe:
 # λ = 3 cost ~1. Fixed-λ policies are nearly all-or-nothing, so cost-limited members (λ by dual
 # ascent towards an episode cost limit) fill in the middle of the cost range. CarCircle is left
 # out: PPO needs far more than a few minutes to learn it.
-# Collection (v2 of BallRun-mini and CarRun-mini): action noise up to 0.3 of the half-range (up to
-# 1.2-1.5 in v1 made most episodes noise-dominated) and a reckless majority. With v1's equal shares
-# BC-All was as safe as BC-Safe (cost 0 on both datasets); with these shares BC-All is unsafe and
-# BC-Safe safe (results/bc-check).
+# Collection v2 (BallRun-mini, CarRun-mini): action noise up to 0.3 of the half-range (up to 1.2-1.5
+# in v1 made most episodes noise-dominated) and a reckless majority. With v1's equal shares BC-All was
+# as safe as BC-Safe (cost 0 on both datasets); with a reckless majority BC-All is unsafe and BC-Safe
+# safe (results/bc-check).
+# Collection v3 (all three): v2 had almost no episodes near the thresholds (BallRun-mini: no episode
+# with cost 1..36) and the best safe reward hardly rose from κ=10 to κ=40. v3 keeps v2's members
+# (reckless majority) and adds within-episode mixtures cautious → reckless (`switches`), which give
+# every intermediate cost with reward rising with cost; it over-collects them (`episodes` is the pool)
+# and keeps a cost-stratified sample (`bands`) dense just under each threshold.
+_BANDS = ((-1.0, 5.0, 30), (5.0, 10.0, 60), (10.0, 20.0, 60), (20.0, 40.0, 60), (40.0, 80.0, 40))
 RECIPES = {
     "BallRun": Recipe("BallRun", lambdas=(0.0, 5.0, 12.0), cost_limits=(10.0, 25.0, 50.0), lagrange_init=5.0,
-                      lagrange_lr=0.01, train_steps=32_000, episodes=500, noise=(0.0, 0.3),
-                      shares=(("ppo_lam0_100", 4.0), ("ppo_lam5_100", 4.0), ("ppo_lim50_100", 4.0)),
-                      record_frames=2, frame_episodes=40),
+                      lagrange_lr=0.01, train_steps=32_000, episodes=1600, noise=(0.0, 0.3),
+                      shares=(("ppo_lam0_100", 10.0), ("ppo_lam5_100", 10.0), ("ppo_lim50_100", 10.0)),
+                      switches=(("ppo_lam12_100", "ppo_lam0_100", 23.5),
+                                ("ppo_lim10_100", "ppo_lam5_100", 23.5),
+                                ("ppo_lim25_100", "ppo_lim50_100", 23.5),
+                                ("ppo_lam12_025", "ppo_lam0_100", 23.5)),
+                      switch_range=(0.4, 1.0), bands=_BANDS, record_frames=2, frame_episodes=40),
+    # v3: the switches go to lam0 only; switches to lim50_100 (a member reaching the reckless members'
+    # reward at cost ~30) gave 430 reward at cost ≤ 10 and flattened the frontier (best safe 0.83 at
+    # κ=10, 0.89 at κ=40).
     "BallCircle": Recipe("BallCircle", lambdas=(0.0, 4.0), cost_limits=(10.0, 25.0, 50.0), lagrange_init=1.5,
-                         lagrange_lr=0.01, train_steps=24_000, episodes=300, noise=(0.0, 1.2)),
+                         lagrange_lr=0.01, train_steps=24_000, episodes=1100, noise=(0.0, 0.5),
+                         shares=(("ppo_lam0_100", 13.3), ("ppo_lam0_025", 5.0)),
+                         switches=(("ppo_lam4_100", "ppo_lam0_100", 32.5),
+                                   ("ppo_lim10_100", "ppo_lam0_100", 32.5)),
+                         switch_range=(0.3, 1.0),
+                         bands=((-1.0, 5.0, 25), (5.0, 10.0, 45), (10.0, 20.0, 45), (20.0, 40.0, 45),
+                                (40.0, 80.0, 30))),
+    # v3: the switches start from the two fully cautious members (lam12); lam0_025 and lim25_025 (safe
+    # but faster: up to 487 reward at cost 0) are left out, as were switches from them: with them the
+    # best safe reward rose only 0.085 from κ=10 to 40 (a reckless phase needs ~20 steps at cost to get
+    # up to speed, so the first 40 cost units buy little reward).
     "CarRun": Recipe("CarRun", lambdas=(0.0, 12.0), cost_limits=(25.0,), lagrange_init=4.0,
-                     lagrange_lr=0.02, train_steps=24_000, episodes=300, noise=(0.0, 0.3),
-                     shares=(("ppo_lam0_100", 4.0), ("ppo_lim25_100", 2.0))),
+                     lagrange_lr=0.02, train_steps=24_000, episodes=1020, noise=(0.0, 0.3),
+                     shares=(("ppo_lam0_100", 12.0), ("ppo_lim25_100", 2.0)),
+                     exclude=("ppo_lam0_025", "ppo_lim25_025"),
+                     switches=(("ppo_lam12_025", "ppo_lam0_100", 17.5),
+                               ("ppo_lam12_100", "ppo_lam0_100", 17.5)),
+                     switch_range=(0.7, 1.0),
+                     bands=((-1.0, 5.0, 20), (5.0, 10.0, 45), (10.0, 20.0, 45), (20.0, 40.0, 45),
+                            (40.0, 80.0, 30))),
 }
 
 
@@ -246,14 +300,72 @@ def zoo_members(recipe: Recipe) -> list[Path]:
 
 
 def member_shares(recipe: Recipe, members: list[Path]) -> list[float]:
-    """Episode share of each zoo member: the recipe's ``shares`` (else 1), scaled to 1 - ``random_share``."""
+    """Episode share of each zoo member: the recipe's ``shares`` (else 1), scaled to 1 - ``random_share``.
+
+    With ``switches`` the shares are relative to the sum of member and switch weights (see
+    :func:`policy_mixture`).
+    """
     named = dict(recipe.shares)
-    unknown = set(named) - {p.stem for p in members}
+    unknown = (set(named) | {x for a, b, _ in recipe.switches for x in (a, b)}) - {p.stem for p in members}
     if unknown:
         raise FeedbackgenError(f"recipe {recipe.task} gives shares to unknown members {sorted(unknown)}: "
                                f"use the file stems of datasets/recipes/zoo/{recipe.task}/*.zip")
     raw = np.array([named.get(p.stem, 1.0) for p in members], dtype=float)
-    return list((1.0 - recipe.random_share) * raw / raw.sum())
+    total = raw.sum() + sum(w for _, _, w in recipe.switches)
+    return list((1.0 - recipe.random_share) * raw / total)
+
+
+def policy_mixture(recipe: Recipe) -> list[tuple[str, float]]:
+    """The ``(spec, share)`` list of the collection: zoo members, switch mixtures, then random."""
+    members = [p for p in zoo_members(recipe) if p.stem not in recipe.exclude]
+    shares = member_shares(recipe, members)
+    policies = [(f"sb3:{p.relative_to(ROOT)}", share) for p, share in zip(members, shares, strict=True)]
+    total = sum(dict(recipe.shares).get(p.stem, 1.0) for p in members) + sum(w for _, _, w in recipe.switches)
+    zoo = zoo_dir(recipe.task).relative_to(ROOT)
+    for a, b, w in recipe.switches:
+        share = (1.0 - recipe.random_share) * w / total
+        policies.append((f"switch:sb3:{zoo / a}.zip>sb3:{zoo / b}.zip", share))
+    if recipe.random_share > 0:
+        policies.append(("random", recipe.random_share))
+    return policies
+
+
+def band_selector(recipe: Recipe, filtered: list[int], seed: int):
+    """The cost-stratified density filter of ``recipe.bands`` (a ``select`` for ``feedbackgen.collect``).
+
+    Episodes whose policy index is not in ``filtered`` are all kept; of the others, each band
+    ``(low, high, n)`` keeps up to ``n`` with cost in (low, high], round-robin over sub-bins of
+    width ≤ ``recipe.band_bin``, each sub-bin in the order: highest reward first, then seeded random.
+    """
+
+    def select(ep_reward: np.ndarray, ep_cost: np.ndarray, ep_policy: np.ndarray):
+        rng = np.random.default_rng([seed, 20261206])
+        is_f = np.isin(ep_policy, filtered)
+        keep = list(np.flatnonzero(~is_f))
+        kept = []
+        for lo, hi, n in recipe.bands:
+            k = max(1, int(np.ceil((hi - lo) / recipe.band_bin)))
+            edges = np.linspace(lo, hi, k + 1)
+            queues = []
+            for a, b in zip(edges[:-1], edges[1:], strict=True):
+                idx = np.flatnonzero(is_f & (ep_cost > a) & (ep_cost <= b))
+                if idx.size:
+                    top = idx[np.argmax(ep_reward[idx])]
+                    rest = rng.permutation(idx[idx != top])
+                    queues.append([int(top), *map(int, rest)])
+            taken = []
+            while len(taken) < n and any(queues):
+                for q in queues:
+                    if q and len(taken) < n:
+                        taken.append(q.pop(0))
+            keep += taken
+            kept.append(len(taken))
+        rule = (f"cost bands (low, high] in sub-bins of width ≤ {recipe.band_bin:g}, round-robin, each "
+                "sub-bin highest reward first then seeded random")
+        return np.asarray(keep, dtype=np.int64), {"rule": rule, "bands": [list(b) for b in recipe.bands],
+                                                  "kept_per_band": kept}
+
+    return select
 
 
 def collect_mixture(recipe: Recipe, workers: int | None) -> Path:
@@ -265,15 +377,16 @@ def collect_mixture(recipe: Recipe, workers: int | None) -> Path:
     """
     from feedbackgen.collect import CollectConfig, collect
 
-    members = zoo_members(recipe)
-    shares = member_shares(recipe, members)
-    policies = [(f"sb3:{p.relative_to(ROOT)}", share) for p, share in zip(members, shares, strict=True)]
-    if recipe.random_share > 0:
-        policies.append(("random", recipe.random_share))
+    policies = policy_mixture(recipe)
     cfg = CollectConfig(task=recipe.task, out=dataset_dir(recipe.task).relative_to(ROOT),
                         episodes=recipe.episodes, policies=tuple(policies), noise=recipe.noise,
                         seed=recipe.seed, workers=workers, name=f"{recipe.task}-mini", overwrite=True,
-                        record_frames=recipe.record_frames, frame_episodes=recipe.frame_episodes)
+                        record_frames=recipe.record_frames, frame_episodes=recipe.frame_episodes,
+                        version=recipe.version, switch_range=recipe.switch_range)
+    select = None
+    if recipe.bands:
+        filtered = [i for i, (spec, _) in enumerate(cfg.policies) if spec.startswith("switch:")]
+        select = band_selector(recipe, filtered, recipe.seed)
     t0 = time.time()
     last = [0.0]
 
@@ -282,149 +395,92 @@ def collect_mixture(recipe: Recipe, workers: int | None) -> Path:
             last[0] = time.time()
             print(f"[{recipe.task}] collected {done}/{total} episodes", flush=True)
 
-    out = collect(cfg, progress=progress)
+    out = collect(cfg, progress=progress, select=select)
     print(f"[{recipe.task}] collection done in {time.time() - t0:.0f}s -> {out}", flush=True)
     return out
 
 
 def write_card(recipe: Recipe) -> Path:
-    """README.md + scatter.png for datasets/<Task>-mini, computed from the data file."""
-    import matplotlib
+    """README.md + scatter.png of datasets/<Task>-mini and the README tables (``cards.py``)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import cards
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    cards.write_all([f"{recipe.task}-mini"])
+    return dataset_dir(recipe.task) / "README.md"
 
-    from feedbackgen.sources import read_dsrl
 
-    folder = dataset_dir(recipe.task)
-    meta = json.loads((folder / "dataset.json").read_text())
-    task, coll = meta["task"], meta["collection"]
-    with read_dsrl(folder / meta["file"]) as t:
-        ep_r, ep_c = t.episode_returns()
-        n_tr, n_ep, obs_dim, act_dim = t.n_transitions, t.n_episodes, t.obs_dim, t.act_dim
-        lengths = np.asarray(t.episode_length)
-    pol_idx = np.asarray(coll["episode_policy"])
-    labels = [Path(p["spec"]).name.removesuffix(".zip") if p["spec"] != "random" else "random"
-              for p in coll["policies"]]
+def _cpu_seconds() -> float:
+    """CPU time of this process and its finished children (collection workers), user + system."""
+    import resource
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
-    cmap = plt.get_cmap("viridis", max(2, len(labels)))
-    for i, lab in enumerate(labels):
-        m = pol_idx == i
-        ax.scatter(ep_c[m], ep_r[m], s=9, alpha=0.7, color=cmap(i), label=lab)
-    for kappa in task["thresholds"]:
-        ax.axvline(kappa, color="grey", lw=0.8, ls="--")
-    ax.set_xlabel("episode cost")
-    ax.set_ylabel("episode reward")
-    ax.set_title(f"{task['name']}: {n_ep} episodes ({task['env_id']})")
-    ax.legend(fontsize=6, ncol=2, loc="lower right", markerscale=1.5)
-    fig.tight_layout()
-    tmp_png = folder / ".scatter.png.tmp"
-    fig.savefig(tmp_png, format="png")
-    plt.close(fig)
-    tmp_png.replace(folder / "scatter.png")
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
-    size_mb = (folder / meta["file"]).stat().st_size / 1e6
-    frac = {k: float(np.mean(ep_c <= k)) for k in task["thresholds"]}
-    corr = float(np.corrcoef(ep_c, ep_r)[0, 1]) if ep_c.std() > 0 else float("nan")
-    rows = []
-    for i, lab in enumerate(labels):
-        m = pol_idx == i
-        rows.append(f"| {lab} | {int(m.sum())} | {ep_r[m].mean():.1f} | {ep_c[m].mean():.1f} |")
-    thr_rows = "\n".join(f"| ≤ {k:g} | {frac[k]:.1%} | {int(np.sum(ep_c <= k))} |"
-                          for k in task["thresholds"])
-    keys_tail = "rewards, costs, terminals, timeouts"
-    lam_text = ", ".join(f"{x:g}" for x in recipe.lambdas)
-    lim_text = (f", and cost-limited PPO (λ by dual ascent) for episode cost limits "
-                f"{{{', '.join(f'{x:g}' for x in recipe.cost_limits)}}}" if recipe.cost_limits else "")
-    if recipe.shares:
-        share_text = ("a mixture of the {n} policies with episode shares " +
-                      ", ".join(f"{name} {w:g}" for name, w in recipe.shares) + " and 1 for the others "
-                      "(reckless majority, as in DSRL's data)")
-    else:
-        share_text = "an equal-share mixture of the {n} policies"
-    share_text = share_text.format(n=len(labels))
-    snap_text = ", ".join(f"{x:.0%}" for x in recipe.snapshots)
-    card = f"""# {task['name']}
 
-A small offline safe-RL dataset in the DSRL HDF5 layout, collected by this project in
-`{task['env_id']}` (bullet-safety-gym, DSRL task `{task['base_task']}`), so that the toolkit works
-offline. Registered as the task `{task['name']}`:
+def record_build(recipe: Recipe, cpu: dict[str, float], wall: float, workers: int | None,
+                 seed_arg: bool) -> None:
+    """Add the rebuild command and the CPU time spent to datasets/<Task>-mini/dataset.json."""
+    from feedbackgen.collect import _dumps, available_cores
 
-```bash
-feedbackgen make --task {task['name']} --noise 0.1
-```
+    path = dataset_dir(recipe.task) / "dataset.json"
+    meta = json.loads(path.read_text())
+    cmd = f".venv/bin/python datasets/recipes/build_mini.py --task {recipe.task} --stage collect"
+    if seed_arg:
+        cmd += f" --seed {recipe.seed}"
+    meta["build"] = {"command": cmd, "all_command": ".venv/bin/python datasets/recipes/build_mini.py --all "
+                     "--stage collect", "seed": recipe.seed, "version": recipe.version,
+                     "cpu_seconds": {k: round(v, 1) for k, v in cpu.items()}, "wall_seconds": round(wall, 1),
+                     "workers": int(workers or available_cores())}
+    path.write_text(_dumps(meta))
 
-## Contents
 
-| | |
-|---|---|
-| file | `data.hdf5` ({size_mb:.1f} MB; DSRL keys: observations, next_observations, actions, {keys_tail}) |
-| episodes | {n_ep} (length {lengths.min()}–{lengths.max()}, max episode steps {task['max_episode_steps']}) |
-| transitions | {n_tr} |
-| observation / action dims | {obs_dim} / {act_dim} |
-| episode reward | {ep_r.min():.1f} … {ep_r.max():.1f} (mean {ep_r.mean():.1f}) |
-| episode cost | {ep_c.min():.0f} … {ep_c.max():.0f} (mean {ep_c.mean():.1f}, median {np.median(ep_c):.0f}) |
-| reward–cost correlation | {corr:.2f} |
-
-The normalisation references in `dataset.json` (min/max episode reward and cost) are this
-collection's own.
-
-Episodes with cost under each threshold κ:
-
-| cost | fraction | episodes |
-|---|---|---|
-{thr_rows}
-
-![episode reward vs cost](scatter.png)
-
-## How it was made
-
-Behaviour zoo: stable-baselines3 PPO trained on reward − λ·cost for λ ∈ {{{lam_text}}}{lim_text}
-({recipe.train_steps} steps each; snapshots at {snap_text} of the steps are kept as policies
-of different skill). Collection: `feedbackgen.collect` with {share_text}, deterministic actions
-plus per-episode Gaussian noise with std drawn from
-U({recipe.noise[0]:g}, {recipe.noise[1]:g}) × action half-range, clipped; seed {recipe.seed}.
-
-| policy | episodes | mean reward | mean cost |
-|---|---|---|---|
-{chr(10).join(rows)}
-
-Rebuild (from the repository root; the models are in `datasets/recipes/zoo/{recipe.task}/`):
-
-```bash
-.venv/bin/python datasets/recipes/build_mini.py --task {recipe.task}                  # train+collect+card
-.venv/bin/python datasets/recipes/build_mini.py --task {recipe.task} --stage collect  # reuse the zoo
-```
-
-Collection is reproducible from the seed (independent of the number of workers); zoo training is
-seeded but PPO on another machine/library version may differ slightly. Versions:
-{', '.join(f'{k} {v}' for k, v in coll['versions'].items())}.
-
-License: Apache-2.0, like the toolkit.
-"""
-    tmp = folder / ".README.md.tmp"
-    tmp.write_text(card)
-    tmp.replace(folder / "README.md")
-    return folder / "README.md"
+def build(recipe: Recipe, stage: str, retrain: bool, workers: int | None, seed_arg: bool) -> None:
+    """Run the stages of one recipe, printing (and recording in dataset.json) their CPU time."""
+    cpu: dict[str, float] = {}
+    t_wall = time.time()
+    if stage in ("all", "train"):
+        c0 = _cpu_seconds()
+        train(recipe, retrain=retrain)
+        cpu["train"] = _cpu_seconds() - c0
+    if stage in ("all", "collect"):
+        c0 = _cpu_seconds()
+        collect_mixture(recipe, workers)
+        cpu["collect"] = _cpu_seconds() - c0
+        record_build(recipe, cpu, time.time() - t_wall, workers, seed_arg)
+    if stage in ("all", "collect", "card"):
+        print(write_card(recipe))
+    if cpu:
+        print(f"[{recipe.task}] CPU time: " + ", ".join(f"{k} {v:.0f} s" for k, v in cpu.items()), flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--task", required=True, choices=sorted(RECIPES))
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--task", choices=sorted(RECIPES))
+    which.add_argument("--all", action="store_true", help="every dataset of the RECIPES table")
     parser.add_argument("--stage", choices=("all", "train", "collect", "card"), default="all")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="collection/training seed (default: the recipe's)")
     parser.add_argument("--retrain", action="store_true", help="retrain zoo members that already exist")
     parser.add_argument("--workers", type=int, default=None, help="collection workers (default: all cores)")
     args = parser.parse_args(argv)
-    recipe = RECIPES[args.task]
+    recipes = [RECIPES[t] for t in sorted(RECIPES)] if args.all else [RECIPES[args.task]]
+    if args.seed is not None:
+        recipes = [replace(r, seed=args.seed) for r in recipes]
     os.chdir(ROOT)  # policy paths in the collection record are relative to the repository root
     try:
-        if args.stage in ("all", "train"):
-            train(recipe, retrain=args.retrain)
-        if args.stage in ("all", "collect"):
-            collect_mixture(recipe, args.workers)
-        if args.stage in ("all", "collect", "card"):
-            print(write_card(recipe))
+        if args.stage == "card":
+            sys.path.insert(0, str(Path(__file__).resolve().parent))
+            import cards
+
+            for p in cards.write_all(None if args.all else [f"{args.task}-mini"]):
+                print(p.relative_to(ROOT))
+            return 0
+        c0 = _cpu_seconds()
+        for recipe in recipes:
+            build(recipe, args.stage, args.retrain, args.workers, args.seed is not None)
+        if len(recipes) > 1:
+            print(f"total CPU time: {_cpu_seconds() - c0:.0f} s", flush=True)
     except FeedbackgenError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

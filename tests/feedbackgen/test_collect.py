@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -105,7 +106,9 @@ def test_parse_policy() -> None:
     assert parse_policy("random") == ("random", 1.0)
     assert parse_policy("sb3:a/b.zip@0.5") == ("sb3:a/b.zip", 0.5)
     assert parse_policy("presa:runs/x@home") == ("presa:runs/x@home", 1.0)
-    for bad in ("ppo:x.zip", "random:x", "sb3:", "random@-1", "random@0"):
+    assert parse_policy("switch:random>sb3:a.zip") == ("switch:random>sb3:a.zip", 1.0)
+    for bad in ("ppo:x.zip", "random:x", "sb3:", "random@-1", "random@0", "switch:random", "switch:x>random",
+                "switch:random>switch:random>random"):
         with pytest.raises(FeedbackgenError):
             parse_policy(bad)
 
@@ -179,6 +182,49 @@ def test_sb3_policy_in_a_mixture(tmp_path: Path, sb3_model: Path) -> None:
         rows = slice(arr["episode_start"][ep], arr["episode_start"][ep] + arr["episode_length"][ep])
         same = np.allclose(arr["actions"][rows], expected[rows], atol=1e-6)
         assert same == (pol == 0), (ep, pol)
+
+
+def test_switch_policy_switches_at_the_planned_step(tmp_path: Path, sb3_model: Path) -> None:
+    """switch:A>B acts as A before the episode's switch step and as B from it on; a selection keeps
+    the chosen episodes in plan order and records itself; the version goes to the file and record."""
+    from stable_baselines3 import PPO
+
+    spec = f"switch:sb3:{sb3_model}>random"
+    assert parse_policy(f"{spec}@2") == (spec, 2.0)
+    cfg = _cfg(tmp_path, "sw", policies=(spec, f"sb3:{sb3_model}"), episodes=6, noise=(0.0, 0.0),
+               switch_range=(0.2, 0.8), version="v9")
+    plans = plan_episodes(cfg)
+    assert all(0.2 <= p.switch_frac <= 0.8 for p in plans)
+    other = plan_episodes(replace(cfg, switch_range=(0, 1)))
+    assert [(p.noise_std, p.reset_seed) for p in plans] == [(p.noise_std, p.reset_seed) for p in other]
+
+    def select(ep_reward, ep_cost, ep_policy):
+        assert len(ep_reward) == len(ep_cost) == len(ep_policy) == 6
+        return np.array([4, 0, 1]), {"rule": "three"}
+
+    folder = collect(cfg, select=select)
+    meta = json.loads((folder / "dataset.json").read_text())
+    record = meta["collection"]
+    assert meta["version"] == record["version"] == "v9"
+    assert record["selection"] == {"pool_episodes": 6, "kept_episodes": 3, "rule": "three",
+                                   "kept_plan_index": [0, 1, 4]}
+    assert record["episodes"] == 3 and len(record["episode_policy"]) == 3
+    assert len(record["policies"][0]["sha256"]) == 1  # a switch spec lists the files of its parts
+    arr = _arrays(folder / "data.hdf5")
+    with read_dsrl(folder / "data.hdf5") as t:
+        assert t.attrs["dataset_version"] == "v9"
+    model = PPO.load(sb3_model, device="cpu")
+    expected = np.clip(model.predict(arr["observations"], deterministic=True)[0], -1, 1)
+    steps = record["episode_switch_step"]
+    for ep, (pol, step) in enumerate(zip(record["episode_policy"], steps, strict=True)):
+        plan = plans[record["selection"]["kept_plan_index"][ep]]
+        rows = np.arange(arr["episode_start"][ep], arr["episode_start"][ep] + arr["episode_length"][ep])
+        same = np.isclose(arr["actions"][rows], expected[rows], atol=1e-6).all(axis=1)
+        if pol == 0:
+            assert step == int(plan.switch_frac * STEPS) and 0 < step < STEPS
+            assert same[:step].all() and not same[step:].any()
+        else:
+            assert step == -1 and same.all()
 
 
 def test_sb3_policy_for_another_task_is_refused(tmp_path: Path) -> None:
