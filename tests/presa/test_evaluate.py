@@ -16,7 +16,7 @@ from presa.evaluate import (
     EvalResult,
     episode_seed,
     read_eval_json,
-    resolve_checkpoint,
+    resolve_final_checkpoint,
     write_eval_json,
 )
 
@@ -87,9 +87,9 @@ def test_episode_seeds_are_reproducible_distinct_and_worker_free():
 
 def test_bad_paths_and_records_are_one_line_errors(tmp_path: Path):
     with pytest.raises(FeedbackgenError, match="does not exist"):
-        resolve_checkpoint(tmp_path / "nope")
+        resolve_final_checkpoint(tmp_path / "nope")
     with pytest.raises(FeedbackgenError, match="final.pt"):
-        resolve_checkpoint(tmp_path)
+        resolve_final_checkpoint(tmp_path)
     (tmp_path / "x.json").write_text("{}")
     with pytest.raises(FeedbackgenError, match="not a presa evaluation"):
         read_eval_json(tmp_path / "x.json")
