@@ -22,6 +22,7 @@ Example:
     '{"x": 1}\\n'
     >>> sorted(p.name for p in d.iterdir())
     ['a.json']
+    >>> shutil.rmtree(d)
     >>> json_safe({"a": float("nan"), "b": [1.5, float("inf")]})
     {'a': None, 'b': [1.5, None]}
 """
