@@ -1,7 +1,9 @@
 # The two commands the README opens with:
 #   make demo   set up .venv (first time only) and run feedbackgen make -> presa train -> presa eval
 #               on a dataset the project ships, offline
-#   make test   set up .venv (first time only) and run the default test suite
+#   make test   set up .venv (first time only) and run the default test suite, then the
+#               docstring examples of feedbackgen and presa (a separate pytest run: with
+#               --doctest-modules, tests/feedbackgen and tests/presa would clash with the packages)
 PYTHON ?= python3.11
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -57,6 +59,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check feedbackgen presa cli tests benchmarks datasets
 	$(VENV)/bin/python -m pytest -q -n 2
+	$(VENV)/bin/python -m pytest -q --doctest-modules feedbackgen presa
 
 test-slow: install-all
 	$(VENV)/bin/python -m pytest -q -m slow

@@ -11,7 +11,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from presa.evaluate import evaluate, json_safe, resolve_checkpoint, write_eval_json
+from presa.evaluate import evaluate, json_safe, resolve_final_checkpoint, write_eval_json
 
 
 def eval_table(result) -> Table:
@@ -55,7 +55,7 @@ def eval_command(
     """Roll a trained policy out (mean action) and report normalised reward and cost (DSRL protocol)."""
     console = term.out()
     with term.user_errors():
-        ckpt, run_dir = resolve_checkpoint(target)
+        ckpt, run_dir = resolve_final_checkpoint(target)
         if as_json:
             result = evaluate(ckpt, episodes=episodes, seed=seed, workers=workers, task=task)
         else:

@@ -10,7 +10,9 @@ Behaviour policies (``CollectConfig.policies``; several form a mixture with epis
 - ``random``: actions uniform in the action space.
 - ``sb3:PATH``: a saved stable-baselines3 model (``.zip``; PPO, A2C, SAC, TD3 or DDPG), acting
   deterministically. Needs the ``zoo`` extra.
-- ``presa:PATH``: a presa checkpoint or run directory, through :func:`presa.checkpoint.load_actor`.
+- ``presa:PATH``: a presa checkpoint or run directory (the latest checkpoint), acting with its
+  deterministic mean action; loaded through the registry of :mod:`feedbackgen.policies`, which
+  ``presa`` fills (needs torch).
 - ``switch:A>B``: a within-episode mixture: policy ``A`` (any spec above) until the episode's
   switch step, then ``B``. The switch step is drawn per episode, uniform over the episode limit
   (``EpisodePlan.switch_frac``), so switching from a cautious to a reckless policy (or back) gives
@@ -36,14 +38,9 @@ Example:
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
-import os
 import platform
 import re
-import shutil
-import subprocess
-import uuid
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -55,7 +52,9 @@ from typing import Any
 import numpy as np
 
 import feedbackgen
+from feedbackgen._io import atomic_dir, atomic_write_text, available_cores, git_commit, sha256_tree
 from feedbackgen.errors import FeedbackgenError
+from feedbackgen.policies import get_policy_loader
 from feedbackgen.tasks import SUITE_THRESHOLDS
 
 POLICY_KINDS = ("random", "sb3", "presa", "switch")
@@ -360,28 +359,6 @@ class SB3Policy:
         return np.asarray(action, dtype=np.float64)
 
 
-class PresaPolicy:
-    """A presa checkpoint through :func:`presa.checkpoint.load_actor` (deterministic mean action)."""
-
-    def __init__(self, path: Path, obs_dim: int, act_dim: int) -> None:
-        try:
-            import torch
-
-            from presa.checkpoint import load_actor
-        except ImportError as exc:
-            raise FeedbackgenError(f"presa: policies need the presa package and torch ({exc}); "
-                                   "install presa-toolkit") from None
-        torch.set_num_threads(1)
-        self.actor = load_actor(path, device="cpu")
-        if (self.actor.obs_dim, self.actor.act_dim) != (obs_dim, act_dim):
-            raise FeedbackgenError(f"presa checkpoint {path} has obs/act dims ({self.actor.obs_dim}, "
-                                   f"{self.actor.act_dim}) but the task has ({obs_dim}, {act_dim}): use a "
-                                   "checkpoint trained on this task")
-
-    def __call__(self, obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        return np.asarray(self.actor(np.asarray(obs, dtype=np.float32)[None]), dtype=np.float64)[0]
-
-
 class SwitchPolicy:
     """``switch:A>B``: ``first`` for the episode's first ``switch_step`` steps, then ``second``."""
 
@@ -413,7 +390,7 @@ def make_policy(spec: str, action_space, obs_dim: int):
         raise FeedbackgenError(f"policy file {path} does not exist: check the path in '{spec}'")
     if kind == "sb3":
         return SB3Policy(path, obs_dim, act_dim)
-    return PresaPolicy(path, obs_dim, act_dim)
+    return get_policy_loader(kind)(path, obs_dim, act_dim)  # presa: registered by presa (see policies)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -529,14 +506,6 @@ def _run_episode(plan: EpisodePlan, frames: tuple = (0, 0, None)) -> dict:
     }
 
 
-def available_cores() -> int:
-    """Cores this process may run on (``sched_getaffinity`` where available)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
-
-
 def _rollout(cfg: CollectConfig, plans: list[EpisodePlan], workers: int,
              progress: ProgressFn | None) -> tuple[dict, list[dict]]:
     """Probe the task in a worker, then run every episode in the pool; ``(probe, results)``.
@@ -581,28 +550,6 @@ def _versions(specs: tuple[str, ...]) -> dict:
         except metadata.PackageNotFoundError:
             continue
     return out
-
-
-def _git_commit() -> str | None:
-    try:
-        res = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return res.stdout.strip() or None if res.returncode == 0 else None
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file())
-    else:
-        files = [path]
-    for f in files:
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -676,7 +623,7 @@ def collect(cfg: CollectConfig, progress: ProgressFn | None = None, select: Sele
     for i, (spec, share) in enumerate(cfg.policies):
         entry = {"spec": spec, "share": share, "episodes": int((policy_of == i).sum())}
         if spec != "random":
-            shas = [_file_sha256(f) for f in policy_files(spec)]
+            shas = [sha256_tree(f) for f in policy_files(spec)]
             entry["sha256"] = shas[0] if len(shas) == 1 and not spec.startswith("switch:") else shas
             mask = policy_of == i
             if mask.any():
@@ -702,7 +649,7 @@ def collect(cfg: CollectConfig, progress: ProgressFn | None = None, select: Sele
                                      "policies, child i+1 fixes episode i (noise std, reset seed, noise)",
         "config": cfg.to_dict(),
         "versions": _versions(tuple(s for s, _ in cfg.policies)),
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
     if cfg.version is not None:
@@ -732,26 +679,13 @@ def collect(cfg: CollectConfig, progress: ProgressFn | None = None, select: Sele
         "max_episode_steps": max_steps, **references, "thresholds": thresholds,
         "dsrl_file": None, "dsrl_env_id": None, "base_task": base_task, "origin": "shipped",
     }
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()  # (not mkdtemp: its 0700 mode would stick to the published folder)
-    try:
+    with atomic_dir(out) as tmp:
         write_dsrl(tmp / "data.hdf5", traj, attrs)
         if cfg.record_frames:
             _write_frames(tmp / "data.hdf5", results, starts, cfg)
         head = {"version": cfg.version} if cfg.version is not None else {}
         (tmp / "dataset.json").write_text(_dumps({**head, "task": task_rec, "file": "data.hdf5",
                                                   "collection": record}))
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
@@ -776,6 +710,4 @@ def _dumps(obj: dict) -> str:
 
 
 def _write_json_atomic(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(_dumps(obj))
-    tmp.replace(path)
+    atomic_write_text(path, _dumps(obj))

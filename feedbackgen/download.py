@@ -12,7 +12,6 @@ Only the standard library is used (``urllib``).
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import os
 import time
@@ -21,6 +20,7 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from feedbackgen._io import sha256_file
 from feedbackgen.errors import FeedbackgenError
 
 DSRL_URLS: tuple[str, ...] = (
@@ -59,14 +59,6 @@ def check_recorded_checksum(path: str | Path, sha256: str) -> None:
     if rec is not None and rec != sha256.lower():
         raise FeedbackgenError(f"{path} has SHA-256 {sha256[:12]}… but {rec[:12]}… was recorded when it was "
                                f"downloaded; delete it and {sidecar_path(Path(path)).name} to download again")
-
-
-def _hash_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(8 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _fetch(url: str, part: Path, *, timeout: float, progress: ProgressFn | None, label: str) -> None:
@@ -151,7 +143,7 @@ def download_dsrl_file(file_name: str, dest_dir: str | Path, *, urls: Sequence[s
                 reason = getattr(exc, "reason", exc)
                 last = f"{url}: {reason}"
                 continue
-            digest = _hash_file(part)
+            digest = sha256_file(part)
             rec = recorded_checksum(final)
             if rec is not None and rec != digest:
                 part.unlink(missing_ok=True)

@@ -19,13 +19,12 @@ Only bullet-safety-gym tasks can be recorded.
 
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from feedbackgen._io import atomic_path
 from feedbackgen.errors import FeedbackgenError
 
 FRAMES_SUFFIX = ".frames.hdf5"
@@ -84,19 +83,13 @@ def write_frames(path: str | Path, index: np.ndarray, images: np.ndarray, attrs:
                                "expected (F, h, w, 3)")
     if index.size and not (np.diff(index) > 0).all():
         raise FeedbackgenError("frames: the transition index must be strictly increasing")
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset("index", data=index)
-            chunks = (1,) + images.shape[1:] if images.shape[0] else None
-            f.create_dataset("images", data=images, chunks=chunks, compression="gzip" if chunks else None,
-                             compression_opts=4 if chunks else None)
-            for k, v in attrs.items():
-                f.attrs[k] = v
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("index", data=index)
+        chunks = (1,) + images.shape[1:] if images.shape[0] else None
+        f.create_dataset("images", data=images, chunks=chunks, compression="gzip" if chunks else None,
+                         compression_opts=4 if chunks else None)
+        for k, v in attrs.items():
+            f.attrs[k] = v
     return path
 
 

@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import hashlib
 import io
 import json
 import math
@@ -61,6 +60,7 @@ from typing import Any
 
 import numpy as np
 
+from feedbackgen._io import sha256_file
 from feedbackgen.errors import FeedbackgenError
 from feedbackgen.store import FeedbackData, OracleData, open_store, split_columns, write_store
 
@@ -879,7 +879,7 @@ def import_labels(store: str | Path, label_file: str | Path, *, out: str | Path 
                                "or choose another --out")
     thresholds = np.asarray(data.thresholds[...], np.float64)
     rows, problems, notes = read_label_file(label_file, thresholds, store_id=data.store_id)
-    digest = hashlib.sha256(label_file.read_bytes()).hexdigest()
+    digest = sha256_file(label_file)
     new = add_labels(data, rows, problems=problems,
                      origin={"file": label_file.name, "sha256": digest, "rows": len(rows)})
     path = write_store(target, new, overwrite=in_place or overwrite)

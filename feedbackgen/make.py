@@ -36,7 +36,6 @@ import hashlib
 import json
 import math
 import platform
-import subprocess
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
@@ -45,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from feedbackgen._io import git_commit
 from feedbackgen.errors import FeedbackgenError
 from feedbackgen.frames import attach_frames
 from feedbackgen.quality import compute_quality
@@ -269,15 +269,6 @@ class MakeConfig:
         return {k: v for k, v in d.items() if k not in _NON_CONTENT_FIELDS}
 
 
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
-                             capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
-
-
 def _library_versions() -> dict[str, str]:
     import h5py
     import zarr
@@ -491,7 +482,7 @@ def build_feedback(cfg: MakeConfig, task: Task, traj: Trajectories, source: dict
                                   pref_split, M_val)} if split else {}),
         "params": params,
         "toolkit_version": _toolkit_version(),
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "libraries": _library_versions(),
         "obs_mean": obs_mean.tolist(),

@@ -9,13 +9,12 @@ matplotlib runs on the Agg backend (no display needed); the PNG is written atomi
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from feedbackgen._io import atomic_path
 from feedbackgen.errors import FeedbackgenError
 
 
@@ -61,13 +60,8 @@ def plot_reward_cost(episode_reward: np.ndarray, episode_cost: np.ndarray, thres
         except OSError as exc:
             raise FeedbackgenError(f"cannot create folder {out.parent} ({exc.strerror}); "
                                    "choose another --out") from None
-        tmp = out.parent / f".{out.stem}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}.png"
-        try:
+        with atomic_path(out, keep_suffix=True) as tmp:
             fig.savefig(tmp, format="png")
-            os.replace(tmp, out)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
     finally:
         plt.close(fig)
     return out

@@ -14,17 +14,15 @@ unless ``overwrite=True``.
 
 from __future__ import annotations
 
-import hashlib
-import os
 import shutil
-import uuid
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from feedbackgen._io import atomic_dir, sha256_file
 from feedbackgen.errors import FeedbackgenError
-from feedbackgen.store import _replace, open_store, rewrite_store, split_columns
+from feedbackgen.store import open_store, rewrite_store, split_columns
 
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed entry times: the same store zips to the same bytes
 
@@ -65,14 +63,6 @@ class Publication:
     card: Path
     manifest: Path
     sha256: str
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(8 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def zip_store(store_dir: Path, archive: Path) -> None:
@@ -218,18 +208,12 @@ def publish_store(path: str | Path, out_dir: str | Path, *, overwrite: bool = Fa
     name = path.name if path.name.endswith(".zarr") else f"{path.name}.zarr"
     archive_name = f"{name}.zip"
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        tmp.mkdir()
+    with atomic_dir(out_dir) as tmp:
         zip_store(path, tmp / archive_name)
-        digest = _sha256(tmp / archive_name)
+        digest = sha256_file(tmp / archive_name)
         open_store(tmp / archive_name, lazy=True)  # the archive must open in place
         (tmp / "README.md").write_text(dataset_card(data, archive_name=archive_name, archive_sha256=digest))
-        sums = f"{digest}  {archive_name}\n{_sha256(tmp / 'README.md')}  README.md\n"
+        sums = f"{digest}  {archive_name}\n{sha256_file(tmp / 'README.md')}  README.md\n"
         (tmp / "SHA256SUMS").write_text(sums)
-        _replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return Publication(folder=out_dir, archive=out_dir / archive_name, card=out_dir / "README.md",
                        manifest=out_dir / "SHA256SUMS", sha256=digest)

@@ -29,10 +29,8 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from feedbackgen._io import atomic_path, sha256_file  # noqa: F401  (sha256_file: re-exported)
 from feedbackgen.errors import FeedbackgenError
 from feedbackgen.tasks import Task
 
@@ -328,40 +327,19 @@ def write_dsrl(path: str | Path, traj: Trajectories, attrs: dict | None = None) 
     except OSError as exc:
         raise FeedbackgenError(f"cannot create folder {path.parent} ({exc.strerror}); "
                                "choose another path") from None
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        with h5py.File(tmp, "w") as f:
-            for key, src in arrays.items():
-                shape = tuple(int(s) for s in src.shape)
-                # equal chunks of at most SCAN_CHUNK_ROWS rows: HDF5 allocates a whole last chunk, so
-                # 65,537 rows in chunks of 65,536 would take the space of 131,072
-                rows = -(-n // -(-n // SCAN_CHUNK_ROWS)) if n else 0
-                chunks = (max(1, rows),) + shape[1:] if n else None
-                d = f.create_dataset(key, shape=shape, dtype=dtypes[key], chunks=chunks)
-                for lo in range(0, n, SCAN_CHUNK_ROWS):
-                    d[lo:lo + SCAN_CHUNK_ROWS] = np.asarray(src[lo:lo + SCAN_CHUNK_ROWS], dtype=dtypes[key])
-            for k, v in (attrs or {}).items():
-                f.attrs[k] = v if isinstance(v, (int, float, str, bool, np.generic)) else json.dumps(v)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        for key, src in arrays.items():
+            shape = tuple(int(s) for s in src.shape)
+            # equal chunks of at most SCAN_CHUNK_ROWS rows: HDF5 allocates a whole last chunk, so
+            # 65,537 rows in chunks of 65,536 would take the space of 131,072
+            rows = -(-n // -(-n // SCAN_CHUNK_ROWS)) if n else 0
+            chunks = (max(1, rows),) + shape[1:] if n else None
+            d = f.create_dataset(key, shape=shape, dtype=dtypes[key], chunks=chunks)
+            for lo in range(0, n, SCAN_CHUNK_ROWS):
+                d[lo:lo + SCAN_CHUNK_ROWS] = np.asarray(src[lo:lo + SCAN_CHUNK_ROWS], dtype=dtypes[key])
+        for k, v in (attrs or {}).items():
+            f.attrs[k] = v if isinstance(v, (int, float, str, bool, np.generic)) else json.dumps(v)
     return path
-
-
-def sha256_file(path: str | Path, *, progress: ProgressFn | None = None) -> str:
-    """Hex SHA-256 of a file, read in 8 MB blocks."""
-    path = Path(path)
-    h = hashlib.sha256()
-    total = path.stat().st_size
-    done = 0
-    with path.open("rb") as f:
-        while block := f.read(8 << 20):
-            h.update(block)
-            done += len(block)
-            if progress is not None:
-                progress("hashing source", done, total)
-    return h.hexdigest()
 
 
 def dsrl_cache_dir() -> Path:

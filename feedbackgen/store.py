@@ -75,10 +75,8 @@ for the new one in one step where the system allows); an existing store is never
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import sys
 import uuid
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -86,6 +84,7 @@ from typing import Any
 
 import numpy as np
 
+from feedbackgen._io import git_commit, jsonable, replace_dir
 from feedbackgen.errors import FeedbackgenError
 
 SCHEMA_VERSION = 2
@@ -390,7 +389,7 @@ def write_store(path: str | Path, data: FeedbackData, *, overwrite: bool = False
         metadata = data.metadata
         if isinstance(metadata, dict) and "schema_version" in metadata:
             metadata = {**metadata, "schema_version": SCHEMA_VERSION}
-        root.attrs.update(_jsonable({
+        root.attrs.update(jsonable({
             "schema_version": SCHEMA_VERSION,
             "store_id": data.store_id,
             "metadata": metadata,
@@ -398,7 +397,7 @@ def write_store(path: str | Path, data: FeedbackData, *, overwrite: bool = False
             "has_oracle": data.oracle is not None,
             "next_observations": form,
         }))
-        _replace(tmp, path)
+        replace_dir(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -473,61 +472,6 @@ def remove_stale_temporaries(path: str | Path) -> list[Path]:
         shutil.rmtree(p, ignore_errors=True)
         removed.append(p)
     return removed
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap two existing paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``).
-
-    Returns:
-        True when swapped; False where the platform, C library or file system cannot do it (the
-        paths are then unchanged).
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    import ctypes
-
-    try:
-        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2  # glibc >= 2.28, musl >= 1.2.5
-    except (OSError, AttributeError):
-        return False
-    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    renameat2.restype = ctypes.c_int
-    at_fdcwd, rename_exchange = -100, 2  # <fcntl.h>, <linux/fs.h>
-    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
-
-
-def _replace(tmp: Path, path: Path) -> None:
-    """Move the finished ``tmp`` to ``path``; an existing ``path`` is replaced only after success.
-
-    An existing ``path`` is swapped with ``tmp`` in one atomic step where the system can
-    (:func:`_exchange`), so at every moment the name holds either the old or the new store; the
-    old one, now under ``tmp``'s name, is then deleted (after a hard kill,
-    :func:`remove_stale_temporaries` deletes it). Elsewhere the old store is renamed aside first:
-    a crash between the two renames leaves it as ``.NAME.old-XXXXXXXX`` and the name empty.
-    """
-    if path.exists():
-        if _exchange(tmp, path):
-            shutil.rmtree(tmp, ignore_errors=True)
-            return
-        trash = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
-        os.rename(path, trash)
-        os.rename(tmp, path)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.rename(tmp, path)
-
-
-def _jsonable(obj: Any) -> Any:
-    """Round-trip through JSON so numpy scalars and paths become plain values."""
-    def default(o: Any) -> Any:
-        if isinstance(o, np.generic):
-            return o.item()
-        if isinstance(o, np.ndarray):
-            return o.tolist()
-        if isinstance(o, Path):
-            return str(o)
-        raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
-    return json.loads(json.dumps(obj, default=default, allow_nan=True))
 
 
 _READ_ERRORS = (RuntimeError, ValueError, OSError)  # what zarr/numcodecs raise on damaged chunks
@@ -851,7 +795,6 @@ def migrate_store(path: str | Path, out: str | Path | None = None, *, overwrite:
     from datetime import UTC, datetime
 
     from feedbackgen import __version__
-    from feedbackgen.make import _git_commit
 
     path = Path(path)
     data = open_store(path, lazy=True)
@@ -871,7 +814,7 @@ def migrate_store(path: str | Path, out: str | Path | None = None, *, overwrite:
                                "is damaged, remake it with `feedbackgen make`")
     data.metadata = {**meta, "migrations": [*history, {
         "from_schema_version": version, "to_schema_version": SCHEMA_VERSION,
-        "toolkit_version": __version__, "git_commit": _git_commit(),
+        "toolkit_version": __version__, "git_commit": git_commit(),
         "time": datetime.now(UTC).isoformat(timespec="seconds"),
     }]}
     written = rewrite_store(data, out, overwrite=overwrite)

@@ -25,12 +25,12 @@ from typing import Any
 
 import numpy as np
 
+from feedbackgen._io import jsonable
 from feedbackgen.errors import FeedbackgenError
 from feedbackgen.sources import SCAN_CHUNK_ROWS, episode_sums
 from feedbackgen.store import (
     FINAL_NEXT_OBSERVATIONS,
     NEXT_OBS_DERIVED,
-    _jsonable,
     open_store,
     optional_arrays,
     schema_arrays,
@@ -413,9 +413,9 @@ def verify_store(path: str | Path, *, source: str | Path | None = None, progress
     if own_id != fresh.store_id:
         rep.mismatches.append(f"store id {own_id} differs from the recomputed {fresh.store_id}")
     rep.compared.append("quality")
-    if _jsonable(data.quality) != _jsonable(fresh.quality):
+    if jsonable(data.quality) != jsonable(fresh.quality):
         rep.mismatches.append("the quality summary differs from the recomputed one")
-    fresh_meta = _jsonable(fresh.metadata)
+    fresh_meta = jsonable(fresh.metadata)
     if "schema_version" in meta:  # the layout the store was written in, not its content
         rep.compared.append("metadata.schema_version")
         if meta["schema_version"] != data.schema_version:

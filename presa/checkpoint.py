@@ -20,16 +20,15 @@ Example:
 
 from __future__ import annotations
 
-import os
 import random
 import re
-import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from feedbackgen._io import atomic_path
 from feedbackgen.errors import FeedbackgenError
 from feedbackgen.tasks import Task
 from presa.policy import POLICY_CLASSES, Policy
@@ -54,13 +53,8 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
     """Write ``payload`` with ``torch.save`` to a temporary sibling, then rename it to ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
+    with atomic_path(path) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
@@ -111,8 +105,9 @@ def latest_checkpoint(run_dir: Path) -> Path:
     return steps[-1][1]
 
 
-def resolve_checkpoint(path_or_run_dir: str | Path) -> Path:
-    """A checkpoint file, or the latest checkpoint of a run directory."""
+def resolve_latest_checkpoint(path_or_run_dir: str | Path) -> Path:
+    """A checkpoint file as it is, or the latest checkpoint of a run directory
+    (:func:`latest_checkpoint`; compare :func:`presa.evaluate.resolve_final_checkpoint`)."""
     p = Path(path_or_run_dir)
     if p.is_dir():
         return latest_checkpoint(p)
@@ -200,7 +195,7 @@ def load_actor(path_or_run_dir: str | Path, device: str | torch.device = "cpu") 
     Raises:
         FeedbackgenError: no checkpoint, unreadable checkpoint, or an unknown policy class.
     """
-    path = resolve_checkpoint(path_or_run_dir)
+    path = resolve_latest_checkpoint(path_or_run_dir)
     ckpt = load_checkpoint(path, map_location="cpu")
     kind = ckpt.get("policy_kind")
     if kind not in POLICY_CLASSES:
@@ -215,3 +210,25 @@ def load_actor(path_or_run_dir: str | Path, device: str | torch.device = "cpu") 
     meta["path"] = str(path)
     return Actor(policy, ckpt["obs_mean"], ckpt["obs_std"], task=task, threshold=ckpt["threshold"],
                  meta=meta, device=device)
+
+
+class BehaviourPolicy:
+    """A checkpoint (or a run directory's latest checkpoint) as a ``feedbackgen collect`` behaviour
+    policy: ``policy(obs, rng)`` is the deterministic mean action (float64). Registered with
+    :mod:`feedbackgen.policies` for ``presa:PATH`` specs by ``presa/__init__.py``.
+
+    Raises:
+        FeedbackgenError: no or unreadable checkpoint, or observation/action sizes that differ from
+            the task's.
+    """
+
+    def __init__(self, path: Path, obs_dim: int, act_dim: int) -> None:
+        torch.set_num_threads(1)
+        self.actor = load_actor(path, device="cpu")
+        if (self.actor.obs_dim, self.actor.act_dim) != (obs_dim, act_dim):
+            raise FeedbackgenError(f"presa checkpoint {path} has obs/act dims ({self.actor.obs_dim}, "
+                                   f"{self.actor.act_dim}) but the task has ({obs_dim}, {act_dim}): use a "
+                                   "checkpoint trained on this task")
+
+    def __call__(self, obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return np.asarray(self.actor(np.asarray(obs, dtype=np.float32)[None]), dtype=np.float64)[0]

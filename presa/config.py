@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from feedbackgen._io import read_yaml_mapping
 from feedbackgen.errors import FeedbackgenError
 
 SUITES = ("bullet", "safety_gymnasium", "metadrive")
@@ -396,19 +397,9 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     Raises:
         FeedbackgenError: missing/unreadable file, not a mapping, or unknown keys.
     """
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise FeedbackgenError(f"config file {path} does not exist") from None
-    except (OSError, yaml.YAMLError) as exc:
-        first = str(exc).splitlines()[0]
-        raise FeedbackgenError(f"config file {path} is not readable YAML ({first})") from None
-    if data is None:
+    data = read_yaml_mapping(path, "config file", "of config keys, got {type}")
+    if not data:
         return {}
-    if not isinstance(data, dict):
-        raise FeedbackgenError(f"config file {path} must hold a mapping of config keys, "
-                               f"got {type(data).__name__}")
     check_keys(data)
     return data
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import multiprocessing
 import os
 import pickle
@@ -46,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from feedbackgen._io import atomic_write_json, available_cores, json_safe
 from feedbackgen.errors import FeedbackgenError
 from feedbackgen.tasks import Task, get_task
 from presa.normalize import is_safe, normalized_cost, normalized_reward
@@ -295,10 +295,11 @@ def episode_seed(seed: int, index: int) -> int:
 # ------------------------------------------------------------------------------ checkpoint paths
 
 
-def resolve_checkpoint(path: str | os.PathLike[str]) -> tuple[Path, Path | None]:
+def resolve_final_checkpoint(path: str | os.PathLike[str]) -> tuple[Path, Path | None]:
     """Map ``RUN_DIR`` or a checkpoint file to ``(checkpoint_file, run_dir_or_None)``.
 
-    A run directory means its ``checkpoints/final.pt``; a file inside ``RUN_DIR/checkpoints/``
+    A run directory means its ``checkpoints/final.pt`` (never an intermediate one; compare
+    :func:`presa.checkpoint.resolve_latest_checkpoint`); a file inside ``RUN_DIR/checkpoints/``
     belongs to that run.
 
     Raises:
@@ -511,11 +512,7 @@ def _worker_episode(ref: _ActorRef, task_record: dict, index: int, seed: int) ->
 
 def default_workers(episodes: int) -> int:
     """Worker processes to use: one per available core, at most one per episode."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(cores, episodes))
+    return max(1, min(available_cores(), episodes))
 
 
 class Evaluator:
@@ -588,7 +585,7 @@ class Evaluator:
         checkpoint: Path | None = None
         run_dir: Path | None = None
         if isinstance(actor_or_path, (str, os.PathLike)):
-            checkpoint, run_dir = resolve_checkpoint(actor_or_path)
+            checkpoint, run_dir = resolve_final_checkpoint(actor_or_path)
             ref = _ActorRef(key=f"{checkpoint.resolve()}:{checkpoint.stat().st_mtime_ns}",
                             path=str(checkpoint))
         else:
@@ -817,14 +814,7 @@ def write_eval_json(run_dir: str | os.PathLike[str], result: EvalResult) -> Path
     path = out_dir / eval_filename(result)
     record = result.to_dict()
     record["created"] = datetime.now(UTC).isoformat(timespec="seconds")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(json_safe(record), indent=2) + "\n")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return atomic_write_json(path, json_safe(record))
 
 
 def read_eval_json(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -843,12 +833,3 @@ def read_eval_json(path: str | os.PathLike[str]) -> dict[str, Any]:
     return record
 
 
-def json_safe(obj):
-    """Replace non-finite floats by None so the JSON stays standard."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    return obj

@@ -3,22 +3,30 @@
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from pathlib import Path
 from typing import Any
 
+from feedbackgen._io import atomic_path
+
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a ``metrics.jsonl`` file (blank lines skipped)."""
-    out = []
+    """The records of a ``metrics.jsonl`` file, or of ``RUN_DIR/metrics.jsonl`` when ``path`` is a
+    folder. A missing file gives []; blank or unreadable lines, and lines that are not a record with
+    a ``step``, are skipped (a run killed mid-write can leave half a line)."""
     p = Path(path)
+    if p.is_dir():
+        p = p / "metrics.jsonl"
     if not p.is_file():
-        return out
+        return []
+    rows = []
     for line in p.read_text().splitlines():
-        if line.strip():
-            out.append(json.loads(line))
-    return out
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and "step" in row:
+            rows.append(row)
+    return rows
 
 
 def plot_training_curves(records: list[dict[str, Any]], out: str | Path, *, delta: float | None = None,
@@ -86,12 +94,9 @@ def plot_training_curves(records: list[dict[str, Any]], out: str | Path, *, delt
     if title:
         fig.suptitle(title)
     out = Path(out)
-    tmp = out.parent / f".{out.stem}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}.png"
     try:
-        fig.savefig(tmp, dpi=100)
-        os.replace(tmp, out)
+        with atomic_path(out, keep_suffix=True) as tmp:
+            fig.savefig(tmp, dpi=100)
     finally:
         plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
     return out

@@ -41,9 +41,11 @@ from typing import Any
 
 import numpy as np
 
+from feedbackgen._io import atomic_path, atomic_write_text
 from feedbackgen.errors import FeedbackgenError
 from presa.evaluate import read_eval_json
 from presa.normalize import is_safe
+from presa.plots import read_metrics
 
 AVERAGE = "AVERAGE"
 """The task name of a per-suite average row (as in the reference CSV)."""
@@ -489,24 +491,9 @@ def runs_csv(rep: Report) -> str:
     return buf.getvalue()
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _atomic_fig(fig, path: Path) -> None:
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    try:
+    with atomic_path(path, keep_suffix=True) as tmp:
         fig.savefig(tmp, dpi=120, bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def plot_reward_cost(rep: Report, path: Path) -> Path:
@@ -552,22 +539,6 @@ def plot_reward_cost(rep: Report, path: Path) -> Path:
     return path
 
 
-def read_metrics(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """The rows of ``RUN_DIR/metrics.jsonl`` (an unreadable line is skipped; a missing file gives [])."""
-    p = Path(run_dir) / "metrics.jsonl"
-    if not p.is_file():
-        return []
-    rows = []
-    for line in p.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict) and "step" in row:
-            rows.append(row)
-    return rows
-
-
 CURVE_PRIORITY = ("eval/normalized_reward", "eval/normalized_cost", "train/bc_loss", "train/pref_loss",
                   "train/loss", "train/g", "train/nu", "train/zref")
 """The training-curve panels, in order, when the runs logged them."""
@@ -583,9 +554,10 @@ def _curve_keys(all_rows: list[list[dict]], limit: int = 6) -> list[str]:
     return [*chosen, *rest][:limit]
 
 
-def plot_training_curves(rep: Report, path: Path) -> Path | None:
-    """Training curves from the runs' ``metrics.jsonl``: up to six metrics (see :func:`_curve_keys`),
-    one line per run, coloured by method. Returns None when no run has metrics."""
+def plot_report_curves(rep: Report, path: Path) -> Path | None:
+    """Training curves of all the report's runs from their ``metrics.jsonl``: up to six metrics (see
+    :func:`_curve_keys`), one line per run, coloured by method. Returns None when no run has
+    metrics. (One run's own panels: :func:`presa.plots.plot_training_curves`.)"""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -638,10 +610,10 @@ def write_report(rep: Report, out_dir: str | os.PathLike[str]) -> dict[str, Path
     written = {}
     for name, text in (("report.md", to_markdown(rep)), ("results.csv", to_csv(rep)),
                        ("runs.csv", runs_csv(rep)), ("summary.csv", summary_csv(rep))):
-        _atomic_text(out / name, text)
+        atomic_write_text(out / name, text)
         written[name] = out / name
     written["reward_cost.png"] = plot_reward_cost(rep, out / "reward_cost.png")
-    curves = plot_training_curves(rep, out / "training_curves.png")
+    curves = plot_report_curves(rep, out / "training_curves.png")
     if curves is not None:
         written["training_curves.png"] = curves
     return written

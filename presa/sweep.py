@@ -77,7 +77,6 @@ import re
 import shutil
 import time
 import traceback
-import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -88,6 +87,7 @@ from typing import Any
 
 import yaml
 
+from feedbackgen._io import atomic_write_text, available_cores, json_safe, read_yaml_mapping
 from feedbackgen.errors import FeedbackgenError
 
 SWEEP_SCHEMA = "presa-sweep/1"
@@ -168,16 +168,7 @@ def load_grid(path: str | os.PathLike[str]) -> dict[str, Any]:
         FeedbackgenError: missing/unreadable file, not a mapping, or unknown keys.
     """
     p = Path(path)
-    try:
-        values = yaml.safe_load(p.read_text())
-    except FileNotFoundError:
-        raise FeedbackgenError(f"grid file {p} does not exist") from None
-    except (OSError, yaml.YAMLError) as exc:
-        raise FeedbackgenError(f"grid file {p} is not readable YAML ({str(exc).splitlines()[0]})") from None
-    if values is None:
-        values = {}
-    if not isinstance(values, dict):
-        raise FeedbackgenError(f"grid file {p} must hold a mapping of grid keys ({', '.join(GRID_KEYS)})")
+    values = read_yaml_mapping(p, "grid file", f"of grid keys ({', '.join(GRID_KEYS)})")
     _check_keys(values, GRID_KEYS, f"grid file {p}")
     base = p.resolve().parent
     for key in ("out", "stores_dir"):
@@ -654,13 +645,7 @@ class SweepResult:
 
 def _atomic_write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write_text(path, text)
 
 
 def write_manifest(spec: SweepSpec, cells: list[Cell], records: dict[str, dict[str, Any]]) -> Path:
@@ -682,18 +667,8 @@ def write_manifest(spec: SweepSpec, cells: list[Cell], records: dict[str, dict[s
                 "updated": datetime.now(UTC).isoformat(timespec="seconds"),
                 "counts": {"cells": len(rows), **counts}, "grid": spec.to_dict(), "cells": rows}
     path = spec.out / "manifest.json"
-    _atomic_write(path, json.dumps(_json_safe(manifest), indent=2) + "\n")
+    _atomic_write(path, json.dumps(json_safe(manifest), indent=2) + "\n")
     return path
-
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_json_safe(v) for v in obj]
-    return obj
 
 
 @contextlib.contextmanager
@@ -733,10 +708,8 @@ def _alive(pid: int) -> bool:
 
 
 def default_workers() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+    """One worker per core this process may run on."""
+    return available_cores()
 
 
 CellCallback = Callable[[Cell, dict[str, Any]], None]

@@ -28,10 +28,8 @@ import math
 import os
 import platform
 import random
-import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -43,6 +41,7 @@ import torch
 import yaml
 
 import presa
+from feedbackgen._io import atomic_write_text, git_state
 from feedbackgen.errors import FeedbackgenError
 from feedbackgen.store import open_store
 from presa.algos import get_algorithm
@@ -150,22 +149,11 @@ def default_run_dir(store: str | Path, cfg: TrainConfig, root: str | Path = "run
     return path
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.write_text(text)
-    os.replace(tmp, path)
+_write_atomic = atomic_write_text
 
 
 def _git_commit() -> tuple[str | None, bool | None]:
-    root = Path(presa.__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip() != ""
-        return commit or None, dirty
-    except (OSError, subprocess.SubprocessError):
-        return None, None
+    return git_state(Path(presa.__file__).resolve().parent.parent)
 
 
 def _load_data(cfg: TrainConfig, store: str | Path, device: torch.device) -> TrainingData:

@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 import zarr
 
+from feedbackgen._io import exchange_paths as _exchange
+from feedbackgen._io import replace_dir as _replace
 from feedbackgen.errors import FeedbackgenError
 from feedbackgen.labels import import_labels
 from feedbackgen.publish import publish_store
-from feedbackgen.store import SCHEMA_VERSION, _exchange, _replace, migrate_store, open_store
+from feedbackgen.store import SCHEMA_VERSION, migrate_store, open_store
 from feedbackgen.verify import validate_store, verify_store
 
 FINAL = "transitions/final_next_observations"

@@ -16,7 +16,7 @@ from presa.evaluate import (
     EvalResult,
     episode_seed,
     read_eval_json,
-    resolve_checkpoint,
+    resolve_final_checkpoint,
     write_eval_json,
 )
 
@@ -87,9 +87,9 @@ def test_episode_seeds_are_reproducible_distinct_and_worker_free():
 
 def test_bad_paths_and_records_are_one_line_errors(tmp_path: Path):
     with pytest.raises(FeedbackgenError, match="does not exist"):
-        resolve_checkpoint(tmp_path / "nope")
+        resolve_final_checkpoint(tmp_path / "nope")
     with pytest.raises(FeedbackgenError, match="final.pt"):
-        resolve_checkpoint(tmp_path)
+        resolve_final_checkpoint(tmp_path)
     (tmp_path / "x.json").write_text("{}")
     with pytest.raises(FeedbackgenError, match="not a presa evaluation"):
         read_eval_json(tmp_path / "x.json")
@@ -100,6 +100,7 @@ def test_bad_paths_and_records_are_one_line_errors(tmp_path: Path):
 
 # ----------------------------------------------------- real checkpoints, real BallRun simulator
 
+BULLET_EXTRA = "needs the bullet extra: pip install 'presa-toolkit[bullet]'"
 TINY_TRAIN = {"hidden": [32, 32], "pair_batch": 16, "safety_batch": 16, "bc_batch": 64, "bc_steps": 20,
               "total_steps": 40, "warmup_steps": 5, "log_every": 10, "checkpoint_every": 20}
 
@@ -136,6 +137,8 @@ def build_run(root: Path, *, obs_dim: int = 7, act_dim: int = 2, threshold: floa
 
 @pytest.fixture(scope="module")
 def ballrun_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tests that roll the run out in BallRun skip (not fail) without the ``bullet`` extra."""
+    pytest.importorskip("bullet_safety_gym", reason=BULLET_EXTRA)
     return build_run(tmp_path_factory.mktemp("evalrun"))
 
 
