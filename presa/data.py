@@ -31,8 +31,23 @@ from feedbackgen.store import FeedbackData, open_store, split_columns
 _STD_FLOOR = 1e-6
 
 
+class _LabelRows:
+    """Row counts of a set of preference pairs and safety rows."""
+
+    pref_a: torch.Tensor
+    safety_segment: torch.Tensor
+
+    @property
+    def n_pairs(self) -> int:
+        return int(self.pref_a.shape[0])
+
+    @property
+    def n_safety(self) -> int:
+        return int(self.safety_segment.shape[0])
+
+
 @dataclass
-class ValidationSet:
+class ValidationSet(_LabelRows):
     """The validation rows of a store (episodes held out by ``feedbackgen make --val-fraction``),
     as device tensors at the run's threshold.
 
@@ -54,17 +69,10 @@ class ValidationSet:
     safety_label: torch.Tensor
     safety_oracle: torch.Tensor | None
 
-    @property
-    def n_pairs(self) -> int:
-        return int(self.pref_a.shape[0])
-
-    @property
-    def n_safety(self) -> int:
-        return int(self.safety_segment.shape[0])
 
 
 @dataclass
-class TrainingData:
+class TrainingData(_LabelRows):
     """Device tensors for training on one store at one threshold.
 
     Attributes:
@@ -119,13 +127,6 @@ class TrainingData:
     def n_segments(self) -> int:
         return int(self.seg_index.shape[0])
 
-    @property
-    def n_pairs(self) -> int:
-        return int(self.pref_a.shape[0])
-
-    @property
-    def n_safety(self) -> int:
-        return int(self.safety_segment.shape[0])
 
     @property
     def obs_dim(self) -> int:
