@@ -14,7 +14,7 @@ MDSTAMP := $(VENV)/.installed-metadrive
 DEMO_TASK ?= BallRun-mini
 DEMO_DIR  ?= runs/demo
 DEMO_THRESHOLD ?= 20
-DEMO_PRESET ?= quick
+DEMO_PRESET ?= study
 DEMO_EPISODES ?= 20
 
 .PHONY: demo test test-slow install install-all lint bench clean-demo
