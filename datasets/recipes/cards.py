@@ -248,14 +248,17 @@ def _how_text(meta: dict, folder: Path) -> str:
     if switch:
         lo, hi = coll["config"].get("switch_range", [0.0, 1.0])
         text += (f" {len(switch)} within-episode mixtures `A→B` run policy A until a switch step drawn "
-                 f"uniformly in [{lo:g}, {hi:g}] × the episode limit, then B: cautious → reckless gives "
-                 "every intermediate episode cost, with reward rising with cost.")
+                 f"uniformly in [{lo:g}, {hi:g}] × the episode limit, then B: "
+                 + ("cautious → reckless gives every intermediate episode cost, with reward rising with cost."
+                    if zoo else "slow → fast and fast → slow give intermediate episode costs."))
     sel = coll.get("selection")
     if sel:
         bands = ", ".join(f"({_num(b[0], 'g')}, {b[1]:g}]: {n}/{b[2]}" for b, n in
                           zip(sel["bands"], sel["kept_per_band"], strict=True))
+        single = ("a single zoo member (the reckless majority stays)" if zoo
+                  else "a single behaviour policy")
         text += (f" Over-collected {sel['pool_episodes']} episodes, then kept {sel['kept_episodes']}: every "
-                 "episode of a single zoo member (the reckless majority stays) and, of the mixture episodes, "
+                 f"episode of {single} and, of the mixture episodes, "
                  f"a cost-stratified density filter ({sel['rule']}); kept/target per cost band: {bands}.")
     parts.append(text)
     build = meta.get("build")
