@@ -165,6 +165,16 @@ RECIPES = {
                      switch_range=(0.7, 1.0),
                      bands=((-1.0, 5.0, 20), (5.0, 10.0, 45), (10.0, 20.0, 45), (20.0, 40.0, 45),
                             (40.0, 80.0, 30))),
+    # Safety-Gymnasium (v1 of this dataset): DSRL's thresholds 20 / 40 / 80, so the bands reach 160.
+    "PointCircle1": Recipe(
+        "PointCircle1", lambdas=(0.0, 0.5), cost_limits=(40.0,), lagrange_init=0.1, lagrange_lr=0.002,
+        train_steps=40_000, snapshots=(0.5, 1.0), episodes=340, noise=(0.0, 0.3), version="v1",
+        compression="gzip", shares=(("ppo_lam0_100", 3.0),),
+        switches=(("ppo_lam0.5_100", "ppo_lam0_100", 8.0), ("ppo_lim40_100", "ppo_lam0_100", 8.0),
+                  ("ppo_lam0.5_050", "ppo_lam0_050", 8.0)),
+        switch_range=(0.6, 1.0),
+        bands=((-1.0, 10.0, 8), (10.0, 20.0, 20), (20.0, 40.0, 25), (40.0, 80.0, 25), (80.0, 160.0, 18)),
+        band_bin=5.0),
     # MetaDrive (v1 of this dataset): no RL. MetaDrive's own IDM policy (IDM car following, PID lane
     # keeping, routing lane changes) at a grid of target speeds is the behaviour: DSRL's per-step
     # velocity cost 0.01·max(0, v − 10 km/h) makes the episode cost grow with the target speed while the

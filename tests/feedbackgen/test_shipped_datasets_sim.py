@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 #: shipped dataset -> the simulator module its evaluation needs
-SIM_DATASETS = {"easysparse-mini": "metadrive"}
+SIM_DATASETS = {"easysparse-mini": "metadrive", "PointCircle1-mini": "mujoco"}
 PRESENT = [name for name in SIM_DATASETS if (ROOT / "datasets" / name / "dataset.json").is_file()]
 
 
