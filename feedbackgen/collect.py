@@ -13,6 +13,9 @@ Behaviour policies (``CollectConfig.policies``; several form a mixture with epis
 - ``presa:PATH``: a presa checkpoint or run directory (the latest checkpoint), acting with its
   deterministic mean action; loaded through the registry of :mod:`feedbackgen.policies`, which
   ``presa`` fills (needs torch).
+- ``idm:SPEED``: MetaDrive tasks only: MetaDrive's own IDM policy (IDM car following, PID lane
+  keeping, routing lane changes) driving the ego vehicle with target speed ``SPEED`` km/h
+  (MetaDrive's traffic uses 30); :func:`feedbackgen.sim.metadrive.idm_driver`.
 - ``switch:A>B``: a within-episode mixture: policy ``A`` (any spec above) until the episode's
   switch step, then ``B``. The switch step is drawn per episode, uniform over the episode limit
   (``EpisodePlan.switch_frac``), so switching from a cautious to a reckless policy (or back) gives
@@ -57,7 +60,7 @@ from feedbackgen.errors import FeedbackgenError
 from feedbackgen.policies import get_policy_loader
 from feedbackgen.tasks import SUITE_THRESHOLDS
 
-POLICY_KINDS = ("random", "sb3", "presa", "switch")
+POLICY_KINDS = ("random", "sb3", "presa", "idm", "switch")
 HDF5_SUFFIXES = (".hdf5", ".h5")
 ProgressFn = Callable[[int, int], None]
 SelectFn = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, dict]]
@@ -99,12 +102,21 @@ def parse_policy(text: str) -> tuple[str, float]:
     parts = switch_parts(spec) or (spec,)
     for part in parts:
         kind = part.split(":", 1)[0]
-        if kind not in POLICY_KINDS[:3] or (kind == "random") != (part == "random") or part.endswith(":"):
-            raise FeedbackgenError(f"bad policy '{text}': use random, sb3:PATH, presa:PATH or "
+        if kind not in POLICY_KINDS[:4] or (kind == "random") != (part == "random") or part.endswith(":"):
+            raise FeedbackgenError(f"bad policy '{text}': use random, sb3:PATH, presa:PATH, idm:SPEED or "
                                    "switch:SPEC>SPEC, optionally followed by @SHARE")
+        if kind == "idm" and not _idm_speed_ok(part):
+            raise FeedbackgenError(f"bad policy '{text}': idm:SPEED needs a target speed in km/h (> 0)")
     if not np.isfinite(share) or share <= 0:
         raise FeedbackgenError(f"bad policy share in '{text}': the share after '@' must be a positive number")
     return spec, share
+
+
+def _idm_speed_ok(part: str) -> bool:
+    try:
+        return 0 < float(part.split(":", 1)[1]) < 1000
+    except ValueError:
+        return False
 
 
 def switch_parts(spec: str) -> tuple[str, str] | None:
@@ -117,7 +129,8 @@ def switch_parts(spec: str) -> tuple[str, str] | None:
 
 def policy_files(spec: str) -> list[Path]:
     """The model files a policy spec names (none for ``random``; two for a ``switch:`` spec)."""
-    return [Path(p.split(":", 1)[1]).expanduser() for p in (switch_parts(spec) or (spec,)) if p != "random"]
+    return [Path(p.split(":", 1)[1]).expanduser() for p in (switch_parts(spec) or (spec,))
+            if p != "random" and not p.startswith("idm:")]
 
 
 def _as_policy_tuple(policies) -> tuple[tuple[str, float], ...]:
@@ -168,6 +181,8 @@ class CollectConfig:
         frame_size: frame width and height in pixels.
         frame_episodes: record frames in the first N episodes only (None: every episode), to keep a
             shipped dataset small.
+        compression: HDF5 compression of the data file (``None``, ``"gzip"`` or ``"lzf"``; see
+            :func:`feedbackgen.sources.write_dsrl`), transparent to readers.
     """
 
     task: str
@@ -185,6 +200,7 @@ class CollectConfig:
     frame_episodes: int | None = None
     version: str | None = None
     switch_range: tuple[float, float] = (0.0, 1.0)
+    compression: str | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -227,6 +243,8 @@ class CollectConfig:
         set_(self, "switch_range", (lo, hi))
         if self.frame_episodes is not None and int(self.frame_episodes) < 1:
             raise FeedbackgenError(f"--frame-episodes must be at least 1, got {self.frame_episodes}")
+        if self.compression not in (None, "gzip", "lzf"):
+            raise FeedbackgenError(f"bad compression {self.compression!r}: use gzip, lzf or none")
 
     @property
     def is_folder(self) -> bool:
@@ -359,6 +377,25 @@ class SB3Policy:
         return np.asarray(action, dtype=np.float64)
 
 
+class IDMDriverPolicy:
+    """``idm:SPEED``: MetaDrive's IDM policy on the ego vehicle (made anew at every episode start)."""
+
+    def __init__(self, target_speed: float) -> None:
+        self.target_speed = float(target_speed)
+        self._act = None
+
+    def begin_episode(self, env, seed: int) -> None:
+        """Attach to the ego vehicle of ``env``, just reset."""
+        from feedbackgen.sim.metadrive import idm_driver
+
+        self._act = idm_driver(env, self.target_speed, seed)
+
+    def __call__(self, obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if self._act is None:
+            raise FeedbackgenError("idm: policy used before begin_episode")
+        return np.asarray(self._act(), dtype=np.float64)
+
+
 class SwitchPolicy:
     """``switch:A>B``: ``first`` for the episode's first ``switch_step`` steps, then ``second``."""
 
@@ -369,6 +406,12 @@ class SwitchPolicy:
     def begin(self, switch_step: int) -> None:
         """Start an episode that switches at ``switch_step``."""
         self.switch_step, self.t = int(switch_step), 0
+
+    def begin_episode(self, env, seed: int) -> None:
+        """Forward the episode start to the parts that need the env (``idm:``)."""
+        for k, part in enumerate((self.first, self.second)):
+            if hasattr(part, "begin_episode"):
+                part.begin_episode(env, seed + k)
 
     def __call__(self, obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         policy = self.first if self.t < self.switch_step else self.second
@@ -384,6 +427,8 @@ def make_policy(spec: str, action_space, obs_dim: int):
         return SwitchPolicy(*(make_policy(p, action_space, obs_dim) for p in parts))
     if spec == "random":
         return RandomPolicy(action_space)
+    if spec.startswith("idm:"):
+        return IDMDriverPolicy(float(spec.split(":", 1)[1]))
     kind, path = spec.split(":", 1)
     path = Path(path).expanduser()
     if not path.exists():
@@ -473,6 +518,8 @@ def _run_episode(plan: EpisodePlan, frames: tuple = (0, 0, None)) -> dict:
     # the global RNG here is what makes the episode a function of its seed.
     np.random.seed(plan.reset_seed)
     obs, _ = env.reset(seed=plan.reset_seed)
+    if hasattr(policy, "begin_episode"):
+        policy.begin_episode(env, plan.reset_seed)
     obs_l, next_l, act_l, rew_l, cost_l, term_l, trunc_l = [], [], [], [], [], [], []
     for t in range(max_steps):
         obs = np.asarray(obs, dtype=np.float32).reshape(-1)
@@ -624,7 +671,8 @@ def collect(cfg: CollectConfig, progress: ProgressFn | None = None, select: Sele
         entry = {"spec": spec, "share": share, "episodes": int((policy_of == i).sum())}
         if spec != "random":
             shas = [sha256_tree(f) for f in policy_files(spec)]
-            entry["sha256"] = shas[0] if len(shas) == 1 and not spec.startswith("switch:") else shas
+            if shas:
+                entry["sha256"] = shas[0] if len(shas) == 1 and not spec.startswith("switch:") else shas
             mask = policy_of == i
             if mask.any():
                 entry["mean_episode_reward"] = float(ep_reward[mask].mean())
@@ -666,7 +714,7 @@ def collect(cfg: CollectConfig, progress: ProgressFn | None = None, select: Sele
                             "renderer": "pybullet getCameraImage ER_TINY_RENDERER (CPU, DIRECT), task "
                                         "camera, 2x supersampled", "file": "<data stem>.frames.hdf5"}
     if not cfg.is_folder:
-        write_dsrl(out, traj, attrs)
+        write_dsrl(out, traj, attrs, compression=cfg.compression)
         if cfg.record_frames:
             _write_frames(out, results, starts, cfg)
         _write_json_atomic(out.with_suffix(".json"), record)
@@ -680,7 +728,7 @@ def collect(cfg: CollectConfig, progress: ProgressFn | None = None, select: Sele
         "dsrl_file": None, "dsrl_env_id": None, "base_task": base_task, "origin": "shipped",
     }
     with atomic_dir(out) as tmp:
-        write_dsrl(tmp / "data.hdf5", traj, attrs)
+        write_dsrl(tmp / "data.hdf5", traj, attrs, compression=cfg.compression)
         if cfg.record_frames:
             _write_frames(tmp / "data.hdf5", results, starts, cfg)
         head = {"version": cfg.version} if cfg.version is not None else {}

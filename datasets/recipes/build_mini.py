@@ -81,6 +81,14 @@ class Recipe:
             over the band), in each sub-bin the highest-reward episode first, then in a seeded
             random order (so rewards spread too). Episodes of single zoo members are all kept.
         exclude: zoo members (file stems) left out of the collection (they stay in the zoo).
+        policies: behaviour policies that are not zoo members, ``(spec, weight)`` in
+            ``feedbackgen.collect``'s spec syntax (e.g. MetaDrive's own ``idm:SPEED`` and
+            ``switch:idm:A>idm:B``); their weights count like ``shares``. The band filter applies to
+            their ``switch:`` entries too.
+        max_episode_steps: episode limit of the collection (None: the task's); recorded as the
+            dataset's ``max_episode_steps``, where evaluation truncates.
+        compression: HDF5 compression of ``data.hdf5`` (None, ``gzip`` or ``lzf``; transparent to
+            readers), for high-dimensional observations.
     """
 
     task: str
@@ -103,6 +111,9 @@ class Recipe:
     bands: tuple[tuple[float, float, int], ...] = ()
     band_bin: float = 2.5
     exclude: tuple[str, ...] = ()
+    policies: tuple[tuple[str, float], ...] = ()
+    max_episode_steps: int | None = None
+    compression: str | None = None
 
 
 # Reward per step differs by task (full speed: BallRun ~16, CarRun ~6, BallCircle ~2.5) while a cost
@@ -154,6 +165,30 @@ RECIPES = {
                      switch_range=(0.7, 1.0),
                      bands=((-1.0, 5.0, 20), (5.0, 10.0, 45), (10.0, 20.0, 45), (20.0, 40.0, 45),
                             (40.0, 80.0, 30))),
+    # Safety-Gymnasium (v1 of this dataset): DSRL's thresholds 20 / 40 / 80, so the bands reach 160.
+    "PointCircle1": Recipe(
+        "PointCircle1", lambdas=(0.0, 0.5), cost_limits=(40.0,), lagrange_init=0.1, lagrange_lr=0.002,
+        train_steps=40_000, snapshots=(0.5, 1.0), episodes=340, noise=(0.0, 0.3), version="v1",
+        compression="gzip", shares=(("ppo_lam0_100", 3.0),),
+        switches=(("ppo_lam0.5_100", "ppo_lam0_100", 8.0), ("ppo_lim40_100", "ppo_lam0_100", 8.0),
+                  ("ppo_lam0.5_050", "ppo_lam0_050", 8.0)),
+        switch_range=(0.6, 1.0),
+        bands=((-1.0, 10.0, 8), (10.0, 20.0, 20), (20.0, 40.0, 25), (40.0, 80.0, 25), (80.0, 160.0, 18)),
+        band_bin=5.0),
+    # MetaDrive (v1 of this dataset): no RL. MetaDrive's own IDM policy (IDM car following, PID lane
+    # keeping, routing lane changes) at a grid of target speeds is the behaviour: DSRL's per-step
+    # velocity cost 0.01·max(0, v − 10 km/h) makes the episode cost grow with the target speed while the
+    # reward (progress along the route) grows with it too, so the target speed traces the frontier;
+    # fast-then-slow and slow-then-fast switches fill in between. Episodes are cut at 400 steps (DSRL:
+    # 1000) and data.hdf5 is gzip-compressed to keep the 261-dim lidar observations within 10 MB.
+    "easysparse": Recipe(
+        "easysparse", lambdas=(), train_steps=0, episodes=170, noise=(0.0, 0.1), version="v1",
+        max_episode_steps=400, compression="gzip",
+        policies=tuple((f"idm:{v:g}", 6.0) for v in (8, 10, 11, 11.5, 12, 12.5, 13, 14, 15, 16, 17, 18, 19,
+                                                     20, 22, 24, 26, 28, 30))
+        + tuple((f"idm:{v:g}", 8.0) for v in (35, 45, 60))
+        + (("switch:idm:10>idm:45", 30.0), ("switch:idm:45>idm:10", 20.0)),
+        bands=((-1.0, 5.0, 8), (5.0, 10.0, 12), (10.0, 20.0, 12), (20.0, 40.0, 12), (40.0, 80.0, 10))),
 }
 
 
@@ -244,6 +279,10 @@ def train(recipe: Recipe, retrain: bool = False) -> list[Path]:
 
     Members whose final snapshot exists are kept unless ``retrain``.
     """
+    if not _members(recipe):
+        print(f"[{recipe.task}] no zoo to train (the recipe's behaviour comes from the simulator)",
+              flush=True)
+        return []
     import torch
     from stable_baselines3 import PPO
     from stable_baselines3.common.vec_env import DummyVecEnv
@@ -311,7 +350,7 @@ def member_shares(recipe: Recipe, members: list[Path]) -> list[float]:
         raise FeedbackgenError(f"recipe {recipe.task} gives shares to unknown members {sorted(unknown)}: "
                                f"use the file stems of datasets/recipes/zoo/{recipe.task}/*.zip")
     raw = np.array([named.get(p.stem, 1.0) for p in members], dtype=float)
-    total = raw.sum() + sum(w for _, _, w in recipe.switches)
+    total = raw.sum() + sum(w for _, _, w in recipe.switches) + sum(w for _, w in recipe.policies)
     return list((1.0 - recipe.random_share) * raw / total)
 
 
@@ -320,11 +359,14 @@ def policy_mixture(recipe: Recipe) -> list[tuple[str, float]]:
     members = [p for p in zoo_members(recipe) if p.stem not in recipe.exclude]
     shares = member_shares(recipe, members)
     policies = [(f"sb3:{p.relative_to(ROOT)}", share) for p, share in zip(members, shares, strict=True)]
-    total = sum(dict(recipe.shares).get(p.stem, 1.0) for p in members) + sum(w for _, _, w in recipe.switches)
+    total = (sum(dict(recipe.shares).get(p.stem, 1.0) for p in members)
+             + sum(w for _, _, w in recipe.switches) + sum(w for _, w in recipe.policies))
     zoo = zoo_dir(recipe.task).relative_to(ROOT)
     for a, b, w in recipe.switches:
         share = (1.0 - recipe.random_share) * w / total
         policies.append((f"switch:sb3:{zoo / a}.zip>sb3:{zoo / b}.zip", share))
+    for spec, w in recipe.policies:
+        policies.append((spec, (1.0 - recipe.random_share) * w / total))
     if recipe.random_share > 0:
         policies.append(("random", recipe.random_share))
     return policies
@@ -382,7 +424,8 @@ def collect_mixture(recipe: Recipe, workers: int | None) -> Path:
                         episodes=recipe.episodes, policies=tuple(policies), noise=recipe.noise,
                         seed=recipe.seed, workers=workers, name=f"{recipe.task}-mini", overwrite=True,
                         record_frames=recipe.record_frames, frame_episodes=recipe.frame_episodes,
-                        version=recipe.version, switch_range=recipe.switch_range)
+                        version=recipe.version, switch_range=recipe.switch_range,
+                        max_episode_steps=recipe.max_episode_steps, compression=recipe.compression)
     select = None
     if recipe.bands:
         filtered = [i for i, (spec, _) in enumerate(cfg.policies) if spec.startswith("switch:")]

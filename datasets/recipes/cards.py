@@ -14,8 +14,9 @@ Frontier metrics (what a useful offline safe-RL dataset needs around its thresho
 - near-budget share at κ: episodes with cost in (κ/2, κ] as a share of all episodes;
 - best safe reward at κ: the largest normalised reward of an episode with cost ≤ κ (normalised with
   the dataset's own min/max episode reward in ``dataset.json``);
-- widest empty cost stretch: the widest interval of [0, 80] without an episode cost, as a share of
-  80 (the ends 0 and 80 count as points).
+- widest empty cost stretch: the widest interval of [0, 2·κ_max] without an episode cost, as a share
+  of 2·κ_max (the ends count as points; κ_max = 40 gives [0, 80], Safety-Gymnasium's 80 gives [0, 160]);
+- costs must reach κ_max.
 
 :data:`CRITERIA` are what every shipped dataset must meet (``tests/feedbackgen/test_shipped_datasets.py``
 checks them and that the cards agree with the files).
@@ -40,10 +41,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 DATASETS = ROOT / "datasets"
-GAP_RANGE = (0.0, 80.0)
-#: the frontier criteria of a shipped dataset
-CRITERIA = {"near_budget_share_min": 0.05, "best_safe_rise_min": 0.10, "max_cost_min": 40.0,
-            "widest_gap_max": 0.10}
+#: the frontier criteria of a shipped dataset (costs must also reach the largest threshold κ_max; the
+#: empty-stretch range is [0, 2·κ_max])
+CRITERIA = {"near_budget_share_min": 0.05, "best_safe_rise_min": 0.10, "widest_gap_max": 0.10}
 TABLE_BEGIN, TABLE_END = "<!-- datasets-table:begin -->", "<!-- datasets-table:end -->"
 
 
@@ -75,11 +75,16 @@ def frontier_metrics(ep_reward: np.ndarray, ep_cost: np.ndarray, task: dict) -> 
         safe = c <= k
         per[k] = {"under": float(np.mean(safe)), "near_budget_share": float(np.mean((c > k / 2) & safe)),
                   "best_safe_reward": float(rn[safe].max()) if safe.any() else float("nan")}
-    a, b = GAP_RANGE
+    a, b = gap_range(task)
     pts = np.unique(np.concatenate([[a, b], c[(c >= a) & (c <= b)]]))
-    return {"per_threshold": per, "widest_gap": float(np.diff(pts).max() / (b - a)),
-            "max_cost": float(c.max()), "best_safe_rise": per[max(per)]["best_safe_reward"]
-            - per[min(per)]["best_safe_reward"]}
+    return {"per_threshold": per, "widest_gap": float(np.diff(pts).max() / (b - a)), "gap_range": (a, b),
+            "max_cost": float(c.max()), "kappa_max": max(per),
+            "best_safe_rise": per[max(per)]["best_safe_reward"] - per[min(per)]["best_safe_reward"]}
+
+
+def gap_range(task: dict) -> tuple[float, float]:
+    """The cost range [0, 2·κ_max] in which no empty stretch may be wider than the criterion."""
+    return 0.0, 2.0 * max(float(x) for x in task["thresholds"])
 
 
 def frontier_failures(metrics: dict) -> list[str]:
@@ -92,10 +97,11 @@ def frontier_failures(metrics: dict) -> list[str]:
     if not metrics["best_safe_rise"] >= CRITERIA["best_safe_rise_min"]:
         bad.append(f"best safe reward rises by {metrics['best_safe_rise']:.3f} < "
                    f"{CRITERIA['best_safe_rise_min']} from the smallest to the largest κ")
-    if not metrics["max_cost"] >= CRITERIA["max_cost_min"]:
-        bad.append(f"episode costs reach only {metrics['max_cost']:g} < {CRITERIA['max_cost_min']:g}")
+    if not metrics["max_cost"] >= metrics["kappa_max"]:
+        bad.append(f"episode costs reach only {metrics['max_cost']:g} < κ_max = {metrics['kappa_max']:g}")
+    top = metrics["gap_range"][1]
     if not metrics["widest_gap"] <= CRITERIA["widest_gap_max"]:
-        bad.append(f"widest empty cost stretch in [0, 80] is {metrics['widest_gap']:.3f} of 80 > "
+        bad.append(f"widest empty cost stretch in [0, {top:g}] is {metrics['widest_gap']:.3f} of {top:g} > "
                    f"{CRITERIA['widest_gap_max']}")
     return bad
 
@@ -107,6 +113,8 @@ def policy_label(spec: str) -> str:
     parts = switch_parts(spec)
     if parts:
         return "→".join(policy_label(p) for p in parts)
+    if spec.startswith("idm:"):
+        return f"idm{spec[4:]}"
     return "random" if spec == "random" else Path(spec.split(":", 1)[-1]).name.removesuffix(".zip")
 
 
@@ -140,13 +148,15 @@ def card_text(folder: Path, stats: dict | None = None) -> str:
     fails = frontier_failures(fm)
     verdict = ("meets the frontier criteria" if not fails
                else "MISSES the frontier criteria: " + "; ".join(fails))
+    comp = coll.get("config", {}).get("compression")
+    comp = f", HDF5 {comp}-compressed, transparent to readers" if comp else ""
     keys = "observations, next_observations, actions, rewards, costs, terminals, timeouts"
     lengths = f"length {s['length'].min()}–{s['length'].max()}, max episode steps {task['max_episode_steps']}"
-    gap, rise = fm["widest_gap"], fm["best_safe_rise"]
+    gap, rise, top = fm["widest_gap"], fm["best_safe_rise"], fm["gap_range"][1]
     k_lo, k_hi = min(fm["per_threshold"]), max(fm["per_threshold"])
     crit = (f"near-budget share ≥ {CRITERIA['near_budget_share_min']:.0%} at every κ, a rise ≥ "
-            f"{CRITERIA['best_safe_rise_min']:g}, costs reaching ≥ {CRITERIA['max_cost_min']:g}, no empty "
-            f"stretch wider than {CRITERIA['widest_gap_max']:.0%} of 80")
+            f"{CRITERIA['best_safe_rise_min']:g}, costs reaching ≥ {k_hi:g}, no empty "
+            f"stretch wider than {CRITERIA['widest_gap_max']:.0%} of {top:g}")
     rows = []
     for i, lab in enumerate(labels):
         m = pol_idx == i
@@ -169,7 +179,7 @@ feedbackgen make --task {task['name']} --noise 0.1
 
 | | |
 |---|---|
-| file | `data.hdf5` ({data_mb:.1f} MB; DSRL keys: {keys}){frames_text} |
+| file | `data.hdf5` ({data_mb:.1f} MB{comp}; DSRL keys: {keys}){frames_text} |
 | episodes | {s['episodes']} ({lengths}) |
 | transitions | {s['transitions']} |
 | observation / action dims | {s['obs_dim']} / {s['act_dim']} |
@@ -186,8 +196,8 @@ collection's own; "normalised reward" below uses them.
 |---|---|---|---|
 {thr_rows}
 
-Widest empty stretch of episode cost within [0, 80]: {gap:.3f} of 80 ({gap * 80:.0f}). Best safe reward
-rises by {rise:.3f} from κ = {k_lo:g} to κ = {k_hi:g}. The dataset {verdict} ({crit}).
+Widest empty stretch of episode cost within [0, {top:g}]: {gap:.3f} of {top:g} ({gap * top:.0f}).
+Best safe reward rises by {rise:.3f} from κ = {k_lo:g} to κ = {k_hi:g}. The dataset {verdict} ({crit}).
 
 ![episode reward vs cost, thresholds dashed](scatter.png)
 
@@ -219,6 +229,18 @@ def _how_text(meta: dict, folder: Path) -> str:
                      f"({zoo['train_steps']} steps each; snapshots at "
                      f"{', '.join(f'{x:.0%}' for x in zoo['snapshots'])} of the steps are kept as policies "
                      "of different skill).")
+    idm = [p["spec"] for p in coll["policies"] if p["spec"].startswith("idm:")]
+    if idm:
+        speeds = ", ".join(s[4:] for s in idm)
+        parts.append("Behaviour: no RL. MetaDrive's own `IDMPolicy` (IDM car following, PID lane keeping, "
+                     "its routing lane changes) drives the ego vehicle with target speeds "
+                     f"{{{speeds}}} km/h (`idm:SPEED` policies of `feedbackgen.collect`). DSRL's velocity "
+                     "cost 0.01·max(0, v − 10 km/h) per step makes the episode cost grow with the target "
+                     "speed, and the reward (progress along the route) grows with it.")
+    cap = coll.get("config", {}).get("max_episode_steps")
+    if cap:
+        parts.append(f"Episodes are cut at {cap} steps (the DSRL task's limit is longer): the dataset's "
+                     f"`max_episode_steps` is {cap}, and evaluation on it truncates there.")
     noise = coll.get("noise", {}).get("std_range", [0, 0])
     switch = [p for p in coll["policies"] if p["spec"].startswith("switch:")]
     text = (f"Collection: `feedbackgen.collect`, seed {coll['seed']}, deterministic actions plus per-episode "
@@ -226,24 +248,28 @@ def _how_text(meta: dict, folder: Path) -> str:
     if switch:
         lo, hi = coll["config"].get("switch_range", [0.0, 1.0])
         text += (f" {len(switch)} within-episode mixtures `A→B` run policy A until a switch step drawn "
-                 f"uniformly in [{lo:g}, {hi:g}] × the episode limit, then B: cautious → reckless gives "
-                 "every intermediate episode cost, with reward rising with cost.")
+                 f"uniformly in [{lo:g}, {hi:g}] × the episode limit, then B: "
+                 + ("cautious → reckless gives every intermediate episode cost, with reward rising with cost."
+                    if zoo else "slow → fast and fast → slow give intermediate episode costs."))
     sel = coll.get("selection")
     if sel:
         bands = ", ".join(f"({_num(b[0], 'g')}, {b[1]:g}]: {n}/{b[2]}" for b, n in
                           zip(sel["bands"], sel["kept_per_band"], strict=True))
+        single = ("a single zoo member (the reckless majority stays)" if zoo
+                  else "a single behaviour policy")
         text += (f" Over-collected {sel['pool_episodes']} episodes, then kept {sel['kept_episodes']}: every "
-                 "episode of a single zoo member (the reckless majority stays) and, of the mixture episodes, "
+                 f"episode of {single} and, of the mixture episodes, "
                  f"a cost-stratified density filter ({sel['rule']}); kept/target per cost band: {bands}.")
     parts.append(text)
     build = meta.get("build")
     if build:
         cpu = ", ".join(f"{k} {v:.0f} s" for k, v in build["cpu_seconds"].items())
         parts.append(f"Rebuild (from the repository root; CPU time of the last build: {cpu}, "
-                     f"{build['workers']} worker(s)); all three datasets: `{build['all_command']}`:\n\n"
+                     f"{build['workers']} worker(s)); every dataset: `{build['all_command']}`:\n\n"
                      f"```bash\n{build['command']}\n```\n\n"
-                     "Collection is reproducible from the seed (independent of the number of workers); zoo "
-                     "training is seeded but PPO on another machine/library version may differ slightly.")
+                     "Collection is reproducible from the seed (independent of the number of workers)"
+                     + ("; zoo training is seeded but PPO on another machine/library version may differ "
+                        "slightly." if zoo else "."))
     return "\n\n".join(parts)
 
 

@@ -216,3 +216,25 @@ def open_backend(env_id: str, max_episode_steps: int | None, overrides: dict[str
     if max_episode_steps is not None:
         overrides.setdefault("horizon", int(max_episode_steps))
     return MetaDriveBackend(env_id.removeprefix("SafeMetaDrive-"), overrides)
+
+
+def idm_driver(env: Any, target_speed: float, seed: int) -> Any:
+    """MetaDrive's own ``IDMPolicy`` driving the ego vehicle of ``env`` (a ``SafeEnv`` just reset).
+
+    The policy (IDM longitudinal control + PID lane keeping, with MetaDrive's routing lane changes)
+    gets ``target_speed`` in km/h as its ``NORMAL_SPEED`` (MetaDrive's default 30); ``seed`` seeds its
+    lane-change timer. Returns a callable giving the action ``[steering, acceleration]`` of the current
+    state (the caller clips it to the action space, as MetaDrive does for env actions).
+
+    Raises:
+        FeedbackgenError: ``env`` is not a MetaDrive task.
+    """
+    backend = getattr(env, "_backend", None)
+    if not isinstance(backend, MetaDriveBackend):
+        raise FeedbackgenError(f"idm: policies drive MetaDrive's ego vehicle; task "
+                               f"{getattr(env, 'task', env)} is not a MetaDrive task")
+    from metadrive.policy.idm_policy import IDMPolicy
+
+    cls = type("TargetSpeedIDMPolicy", (IDMPolicy,), {"NORMAL_SPEED": float(target_speed)})
+    policy = cls(backend.env.agent, int(seed) % 2**31)
+    return policy.act

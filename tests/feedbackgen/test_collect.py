@@ -107,8 +107,10 @@ def test_parse_policy() -> None:
     assert parse_policy("sb3:a/b.zip@0.5") == ("sb3:a/b.zip", 0.5)
     assert parse_policy("presa:runs/x@home") == ("presa:runs/x@home", 1.0)
     assert parse_policy("switch:random>sb3:a.zip") == ("switch:random>sb3:a.zip", 1.0)
+    assert parse_policy("idm:20@2") == ("idm:20", 2.0)
+    assert parse_policy("switch:idm:10>idm:45") == ("switch:idm:10>idm:45", 1.0)
     for bad in ("ppo:x.zip", "random:x", "sb3:", "random@-1", "random@0", "switch:random", "switch:x>random",
-                "switch:random>switch:random>random"):
+                "switch:random>switch:random>random", "idm:", "idm:fast", "idm:-5"):
         with pytest.raises(FeedbackgenError):
             parse_policy(bad)
 
@@ -301,3 +303,30 @@ def test_safety_gymnasium_short_run(tmp_path: Path) -> None:
 def test_metadrive_short_run(tmp_path: Path) -> None:
     pytest.importorskip("metadrive")
     _short_run(tmp_path, "easysparse")
+
+
+def test_idm_policy_needs_no_file_and_refuses_other_simulators(tmp_path: Path) -> None:
+    from feedbackgen.collect import policy_files
+
+    assert policy_files("switch:idm:10>idm:45") == [] and policy_files("idm:30") == []
+    with pytest.raises(FeedbackgenError, match="not a MetaDrive task"):
+        collect(_cfg(tmp_path, policies=("idm:30",), workers=1))
+
+
+@pytest.mark.slow
+def test_metadrive_idm_policies_and_compression(tmp_path: Path) -> None:
+    """MetaDrive's own IDM policy drives (faster target: more velocity cost); gzip is transparent."""
+    pytest.importorskip("metadrive")
+    import h5py
+
+    cfg = CollectConfig(task="easysparse", out=tmp_path / "d.hdf5", episodes=3, seed=0, workers=1,
+                        max_episode_steps=60, compression="gzip",
+                        policies=("idm:10", "idm:60", "switch:idm:10>idm:60"))
+    out = collect(cfg)
+    with h5py.File(out, "r") as f:
+        assert f["observations"].compression == "gzip"
+    rec = json.loads(out.with_suffix(".json").read_text())
+    cost = {p["spec"]: p["mean_episode_cost"] for p in rec["policies"]}
+    assert cost["idm:60"] > cost["idm:10"] and "sha256" not in rec["policies"][0]
+    with read_dsrl(out) as t:
+        assert t.n_episodes == 3 and t.obs_dim == 261

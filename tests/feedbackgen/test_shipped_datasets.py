@@ -28,7 +28,10 @@ def shipped(request: pytest.FixtureRequest) -> tuple[Path, dict]:
 
 
 def test_there_are_shipped_datasets() -> None:
-    assert {"BallRun-mini", "CarRun-mini", "BallCircle-mini"} <= {f.name for f in FOLDERS}
+    names = {"BallRun-mini", "CarRun-mini", "BallCircle-mini", "PointCircle1-mini", "easysparse-mini"}
+    assert names <= {f.name for f in FOLDERS}
+    suites = {json.loads((f / "dataset.json").read_text())["task"]["suite"] for f in FOLDERS}
+    assert {"bullet", "safety_gymnasium", "metadrive"} <= suites
 
 
 def test_frontier_criteria(shipped: tuple[Path, dict]) -> None:
@@ -105,3 +108,13 @@ def test_frontier_metrics_on_a_toy() -> None:
     assert m["widest_gap"] == pytest.approx(50 / 80) and m["max_cost"] == 90
     failures = cards.frontier_failures(m)  # one near-budget episode per κ (1/5) is enough; the gap is not
     assert len(failures) == 1 and "widest empty cost stretch" in failures[0]
+
+
+def test_frontier_range_follows_the_largest_threshold() -> None:
+    """Safety-Gymnasium's κ = 20 / 40 / 80: costs must reach 80 and the gap range is [0, 160]."""
+    task = {"thresholds": [20, 40, 80], "min_episode_reward": 0.0, "max_episode_reward": 100.0}
+    cost = np.array([0, 15, 30, 60, 70])
+    m = cards.frontier_metrics(np.array([10, 20, 40, 60, 100]), cost, task)
+    assert m["gap_range"] == (0.0, 160.0) and m["widest_gap"] == pytest.approx(90 / 160)
+    failures = cards.frontier_failures(m)
+    assert any("κ_max = 80" in f for f in failures) and any("[0, 160]" in f for f in failures)

@@ -51,6 +51,23 @@ def test_round_trip_write_read(tiny_dsrl: Path, tmp_path: Path) -> None:
     assert [p.name for p in out.parent.iterdir()] == ["c.hdf5"]  # no temporary sibling left
 
 
+@pytest.mark.parametrize("compression", ["gzip", "lzf"])
+def test_compressed_write_is_transparent_to_readers(tiny_dsrl: Path, tmp_path: Path,
+                                                   compression: str) -> None:
+    with read_dsrl(tiny_dsrl) as traj:
+        out = write_dsrl(tmp_path / "c.hdf5", traj, {"origin": "test"}, compression=compression)
+    with h5py.File(out, "r") as f:
+        assert f["observations"].compression == compression and f["observations"].shuffle
+    a, b = read_dsrl(tiny_dsrl, lazy=False), read_dsrl(out, lazy=False)
+    for name in ("observations", "next_observations", "actions", "rewards", "costs", "terminations",
+                 "truncations", "episode_start", "episode_length"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    with read_dsrl(out) as lazy:  # lazy (h5py) reads decode chunk by chunk
+        np.testing.assert_array_equal(lazy.observations[5:9], a.observations[5:9])
+    with pytest.raises(FeedbackgenError, match="compression"):
+        write_dsrl(tmp_path / "d.hdf5", a, compression="zstd")
+
+
 def test_split_trailing_unflagged_run_is_an_episode() -> None:
     start, length = split_episodes(np.array([0, 0, 1, 0, 0], bool), np.zeros(5, bool))
     assert start.tolist() == [0, 3] and length.tolist() == [3, 2]
