@@ -166,8 +166,9 @@ def main() -> None:
                          f"{', '.join(f'{best[(t, k)]:.3f}' for k in kappas)}")
             for k in kappas:
                 mine = [r["reward"] for r in by.get((t, k, "presa"), [])]
-                behind = [f"{p} {np.mean([r['reward'] for r in by[(t, k, p)]]):.3f}" for p in PEERS
-                          if by.get((t, k, p)) and mine
+                behind = [f"{p} {np.mean([r['reward'] for r in by[(t, k, p)]]):.3f}"
+                          + ("" if np.mean([r["cost"] for r in by[(t, k, p)]]) <= 1 else " (unsafe)")
+                          for p in PEERS if by.get((t, k, p)) and mine
                           and np.mean([r["reward"] for r in by[(t, k, p)]]) > np.mean(mine)]
                 if behind:
                     lines.append(f"  - κ = {k:g}: PreSa {np.mean(mine):.3f} is below {', '.join(behind)}")
