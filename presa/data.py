@@ -291,21 +291,33 @@ def _by_source(store: FeedbackData, label_sources: Sequence[str]) -> tuple[np.nd
     return pref_mask, safety_mask
 
 
-def _training_transitions(store: FeedbackData, device: torch.device) -> torch.Tensor | None:
-    """Sorted transition indices of the episodes outside ``metadata.split.val_episodes`` (None when
-    there is no split): held-out episodes are held out of behaviour cloning too, so the held-out
-    metrics measure generalisation to behaviour no phase of training has seen."""
+def training_episodes(store: FeedbackData) -> np.ndarray:
+    """Per episode: True unless it is in the store's validation split (``metadata.split``)."""
+    n = int(np.asarray(store.episode_start).shape[0])
     split = (store.metadata or {}).get("split") or {}
     val_eps = np.asarray(split.get("val_episodes") or [], dtype=np.int64)
-    if val_eps.size == 0:
+    keep = np.ones(n, dtype=bool)
+    keep[val_eps[(val_eps >= 0) & (val_eps < n)]] = False
+    return keep
+
+
+def episode_transitions(store: FeedbackData, episodes: np.ndarray) -> np.ndarray:
+    """Sorted transition indices of ``episodes`` (episode ids in increasing order), int64."""
+    start = np.asarray(store.episode_start, dtype=np.int64)[episodes]
+    length = np.asarray(store.episode_length, dtype=np.int64)[episodes]
+    if start.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.concatenate([np.arange(s, s + n, dtype=np.int64) for s, n in zip(start, length, strict=True)])
+
+
+def _training_transitions(store: FeedbackData, device: torch.device) -> torch.Tensor | None:
+    """Transition indices of the training episodes (None when there is no split): held-out episodes
+    are held out of behaviour cloning too, so the held-out metrics measure generalisation to
+    behaviour no phase of training has seen."""
+    keep = training_episodes(store)
+    if keep.all():
         return None
-    start = np.asarray(store.episode_start, dtype=np.int64)
-    length = np.asarray(store.episode_length, dtype=np.int64)
-    keep = np.ones(start.shape[0], dtype=bool)
-    keep[val_eps[(val_eps >= 0) & (val_eps < start.shape[0])]] = False
-    idx = np.concatenate([np.arange(s, s + n, dtype=np.int64) for s, n in zip(start[keep], length[keep],
-                                                                              strict=True)])
-    return torch.as_tensor(idx, device=device)
+    return torch.as_tensor(episode_transitions(store, np.flatnonzero(keep)), device=device)
 
 
 def observation_normaliser(store: FeedbackData) -> tuple[np.ndarray, np.ndarray]:

@@ -303,22 +303,15 @@ class _Loop:
         self.cfg, self.data, self.algo, self.gen = cfg, data, algo, gen
         self.run_dir, self.fingerprint, self.start = run_dir, fingerprint, start
         self.heldout = HeldoutSet.from_data(data)
-        self._reference_metrics: dict[str, float] | None = None
 
     def heldout_metrics(self) -> dict[str, float]:
-        """``val/...`` metrics of the policy's own segment likelihood on the held-out feedback; once a
-        reference exists also ``val/implicit_...`` of the implicit reward S_θ and ``val/ref_...``
-        of the BC reference's likelihood (presa.heldout)."""
+        """The held-out metrics (presa.heldout) of each of the algorithm's scorers
+        (:meth:`presa.algos.base.Algorithm.heldout_scorers`); none without a validation split."""
         if self.heldout is None:
             return {}
-        out = self.heldout.metrics(self.algo.heldout_scores)
-        if getattr(self.algo, "reference", None) is not None:
-            out.update(self.heldout.metrics(self.algo.implicit_scores,  # type: ignore[attr-defined]
-                                            prefix="val/implicit_"))
-            if self._reference_metrics is None:
-                self._reference_metrics = self.heldout.metrics(self.algo.reference_scores,  # type: ignore[attr-defined]
-                                                               prefix="val/ref_")
-            out.update(self._reference_metrics)
+        out: dict[str, float] = {}
+        for prefix, score in self.algo.heldout_scorers().items():
+            out.update(self.heldout.metrics(score, prefix=prefix))
         return out
 
     def checkpoint_payload(self, step: int) -> dict[str, Any]:

@@ -36,7 +36,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 import torch
@@ -151,23 +151,34 @@ class Algorithm(ABC):
         self.optimizer.step()
         return {"bc_loss": loss.detach(), "lr": self.cfg.lr}
 
-    @torch.no_grad()
-    def heldout_scores(self, segments: torch.Tensor) -> torch.Tensor:
-        """A score per segment for the held-out metrics (no dropout): α·Σ_t γ^t·log π_θ(a_t|s_t)
-        with BC's log π = −‖μ − a‖². Alignment algorithms score with S_θ instead."""
+    @contextlib.contextmanager
+    def eval_mode(self) -> Iterator[None]:
+        """No dropout inside the block; the policy's training flag is restored after it."""
         was_training = self.policy.training
         self.policy.eval()
         try:
-            out = []
+            yield
+        finally:
+            self.policy.train(was_training)
+
+    @torch.no_grad()
+    def heldout_scores(self, segments: torch.Tensor) -> torch.Tensor:
+        """A score per segment for the held-out metrics (no dropout): α·Σ_t γ^t·log π_θ(a_t|s_t)
+        with BC's log π = −‖μ − a‖². Alignment algorithms score in calibrated nats instead."""
+        out = []
+        with self.eval_mode():
             for lo in range(0, int(segments.shape[0]), _SCORE_CHUNK):
                 seg = segments[lo:lo + _SCORE_CHUNK]
                 rows, weights = self.data.seg_index[seg], self.data.seg_weight[seg]
                 params = self.policy.params(self.data.obs[rows.reshape(-1)]).float()
                 logp = self.policy.log_prob_from_params(params, self.data.actions[rows.reshape(-1)])
                 out.append(self.cfg.alpha * (logp.view(rows.shape) * weights).sum(-1))
-            return torch.cat(out)
-        finally:
-            self.policy.train(was_training)
+        return torch.cat(out)
+
+    def heldout_scorers(self) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+        """Metric-name prefix → segment scorer for the trainer's held-out metrics
+        (:mod:`presa.heldout`): the policy's own likelihood under ``val/``."""
+        return {"val/": self.heldout_scores}
 
     # -- state ----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -328,13 +339,17 @@ class ReferenceAlignment(Algorithm):
     @torch.no_grad()
     def implicit_scores(self, segments: torch.Tensor) -> torch.Tensor:
         """S_θ of ``segments`` (no dropout): the implicit reward the losses rank and classify."""
-        was_training = self.policy.training
-        self.policy.eval()
-        try:
+        with self.eval_mode():
             return torch.cat([self.segment_scores(segments[lo:lo + _SCORE_CHUNK])[0]
                               for lo in range(0, int(segments.shape[0]), _SCORE_CHUNK)])
-        finally:
-            self.policy.train(was_training)
+
+    def heldout_scorers(self) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+        """Once the reference exists, also the implicit reward S_θ (``val/implicit_``) and the BC
+        reference's likelihood (``val/ref_``, the baseline)."""
+        scorers = super().heldout_scorers()
+        if self.reference is not None:
+            scorers.update({"val/implicit_": self.implicit_scores, "val/ref_": self.reference_scores})
+        return scorers
 
     @torch.no_grad()
     def reference_scores(self, segments: torch.Tensor) -> torch.Tensor:

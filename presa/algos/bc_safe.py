@@ -17,7 +17,7 @@ import torch
 from feedbackgen.errors import FeedbackgenError
 from presa.algos.base import PoolBehaviourCloning, register
 from presa.config import TrainConfig
-from presa.data import TrainingData
+from presa.data import TrainingData, episode_transitions, training_episodes
 
 
 def safe_episode_pool(data: TrainingData) -> torch.Tensor:
@@ -33,15 +33,8 @@ def safe_episode_pool(data: TrainingData) -> torch.Tensor:
                                f"{data.store_path} "
                                "has no oracle group (it was stripped); train on the unstripped store")
     cost = np.asarray(store.oracle.episode_cost, dtype=np.float64)
-    start = np.asarray(store.episode_start, dtype=np.int64)
-    length = np.asarray(store.episode_length, dtype=np.int64)
-    held_out = set((store.metadata.get("split") or {}).get("val_episodes") or [])
-    keep = np.array([e for e in np.flatnonzero(cost <= float(data.threshold)) if int(e) not in held_out],
-                    dtype=np.int64)
-    if keep.size == 0:
-        return torch.zeros(0, dtype=torch.int64, device=data.device)
-    idx = np.concatenate([np.arange(start[e], start[e] + length[e], dtype=np.int64) for e in keep])
-    return torch.as_tensor(idx, device=data.device)
+    keep = np.flatnonzero((cost <= float(data.threshold)) & training_episodes(store))
+    return torch.as_tensor(episode_transitions(store, keep), device=data.device)
 
 
 @register("bc_safe")
