@@ -115,8 +115,12 @@ def ceiling(safe: torch.Tensor, s_max: torch.Tensor, s_min: torch.Tensor, *, bet
                    purity_source=source)
 
 
-def choose_delta(c: Ceiling, delta: float | None, fraction: float, *, threshold: float) -> float:
+def choose_delta(c: Ceiling, delta: float | None, fraction: float, *, threshold: float,
+                 before_training: bool = False) -> float:
     """δ for this run: ``delta`` if given (checked against the ceiling), else ½ + fraction·(ceiling − ½).
+
+    ``before_training``: ``c`` is the label-noise ceiling alone (no policy yet), so the error names
+    the default rule instead of its value.
 
     Raises:
         FeedbackgenError: a given δ at or above the ceiling (it cannot be met: the multiplier would
@@ -130,8 +134,10 @@ def choose_delta(c: Ceiling, delta: float | None, fraction: float, *, threshold:
     if delta is None:
         return auto
     if delta >= c.value:
+        default = (f"½ + {fraction:g}·(ceiling − ½), set when alignment starts" if before_training
+                   else f"{auto:.3f}")
         raise FeedbackgenError(f"delta {delta:g} cannot be met on this store at threshold {threshold:g}: the "
                                f"attainable ceiling of g is {c.value:.3f} (score scale {c.scale:.3f}, label "
                                f"noise {c.noise:.3f}: {c.purity_source}); drop --set delta for the default "
-                               f"({auto:.3f}) or choose a value below {c.value:.3f}")
+                               f"({default}) or choose a value below {c.value:.3f}")
     return float(delta)

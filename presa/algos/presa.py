@@ -44,6 +44,16 @@ def require_both_safety_classes(data: TrainingData, algo: str) -> None:
                                "with both kinds of segments")
 
 
+def label_purity(data: TrainingData) -> tuple[float, float, str]:
+    """(π_safe, π_unsafe, source) of the training safety labels (:mod:`presa.ceiling`): from the
+    store's recorded noise model, or 1 for human labels, whose quality is unknown."""
+    sources = data.store.metadata.get("label_sources", [])
+    if any(str(src.get("id", "")).startswith("human:") for src in sources if isinstance(src, dict)):
+        return 1.0, 1.0, "human labels: purity unknown, taken as 1"
+    return ceiling_rule.purity_from_noise_model(data.store.metadata.get("safety"),
+                                                float(data.safety_label.mean()))
+
+
 @register("presa")
 class PreSa(ReferenceAlignment):
     """The PreSa algorithm; state beyond the networks: ν (and the PID terms) and z_ref."""
@@ -55,6 +65,14 @@ class PreSa(ReferenceAlignment):
     def check_data(cls, data: TrainingData, cfg: TrainConfig) -> None:
         super().check_data(data, cfg)
         require_both_safety_classes(data, cls.name)
+        if cfg.delta is not None:
+            # the label-noise part of the ceiling needs no policy: refuse a δ above it before any
+            # training (the score-scale part is checked again when alignment starts)
+            inf = torch.full_like(data.safety_label, float("inf"))
+            noise_only = ceiling_rule.ceiling(data.safety_label, inf, -inf, beta_s=cfg.beta_s, eta=cfg.eta,
+                                              purity=label_purity(data), beta_safe=cfg.beta_safe)
+            ceiling_rule.choose_delta(noise_only, cfg.delta, cfg.delta_fraction, threshold=data.threshold,
+                                      before_training=True)
 
     def __init__(self, cfg: TrainConfig, data: TrainingData, generator: torch.Generator) -> None:
         super().__init__(cfg, data, generator)
@@ -74,13 +92,8 @@ class PreSa(ReferenceAlignment):
         the configured one). Deterministic given the reference, so a resumed run gets the same."""
         cfg, d = self.cfg, self.data
         s_max, s_min = self.score_bounds(d.safety_segment)
-        observed_safe = float(d.safety_label.mean())
-        sources = d.store.metadata.get("label_sources", [])
-        human = any(str(src.get("id", "")).startswith("human:") for src in sources if isinstance(src, dict))
-        purity = ((1.0, 1.0, "human labels: purity unknown, taken as 1") if human else
-                  ceiling_rule.purity_from_noise_model(d.store.metadata.get("safety"), observed_safe))
         self.ceiling = ceiling_rule.ceiling(d.safety_label, s_max, s_min, beta_s=cfg.beta_s, eta=cfg.eta,
-                                            purity=purity, beta_safe=cfg.beta_safe)
+                                            purity=label_purity(d), beta_safe=cfg.beta_safe)
         self.delta = ceiling_rule.choose_delta(self.ceiling, cfg.delta, cfg.delta_fraction,
                                                threshold=d.threshold)
         self.delta_target = min(self.delta + cfg.delta_margin, (self.delta + self.ceiling.value) / 2.0)

@@ -409,3 +409,12 @@ def test_resume_is_bit_identical(tiny_store: Path, tmp_path: Path, algo: str, st
         assert ckpt["algo_state"]["relabelled"] is True and ckpt["nu"] is not None
         early = load_checkpoint(tmp_path / "part" / "checkpoints" / "step_0000010.pt")
         assert early["algo_state"]["relabelled"] is False
+
+
+def test_presa_refuses_a_delta_above_the_label_noise_ceiling_before_training(tiny_store: Path,
+                                                                             tmp_path: Path):
+    # 10 % flip noise caps g below 0.99 whatever the policy: refused before any step, no run folder
+    want = r"delta 0.99 cannot be met .*label noise 0\.\d+: flip noise 0.1"
+    with pytest.raises(FeedbackgenError, match=want):
+        train(_cfg("presa", delta=0.99), tiny_store, tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
