@@ -35,7 +35,7 @@ PRESETS = ("full", "quick", "study")
 ZREF_MODES = ("ema", "batch", "kl", "zero")
 NU_RULES = ("sgd", "pid")
 POLICY_KINDS = ("deterministic", "gaussian")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 # Per-suite defaults (docs/method.md, "Defaults"). η is class-balanced (1) in every suite: with the
 # specification's 0.25 / 0.5 the unsafe class carried a fifth of g_θ and the scores separated the
@@ -72,6 +72,7 @@ PRESET_VALUES: dict[str, dict[str, Any]] = {
 RESUME_MUTABLE = ("total_steps", "log_every", "checkpoint_every")
 
 
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Every option of a training run. Immutable; validated on construction.
@@ -83,8 +84,13 @@ class TrainConfig:
         device: ``cpu`` or ``cuda`` / ``cuda:N``.
         threads: CPU threads for torch (0: torch's default). Results are reproducible for the same
             device and thread count; on a busy machine 1 thread can be faster for small networks.
-        precision: ``fp32`` (default, exact) or ``bf16`` (autocast for the policy's matmuls; a
-            fast path whose accuracy must be checked before use).
+        precision: ``auto`` (default: bf16 where the device computes it natively, i.e. a CPU with
+            AVX-512 BF16 / AMX or a bf16-capable GPU, else fp32), ``fp32`` or ``bf16`` (the policy's
+            layers compute in bf16 in training steps; weights, optimiser, scores and losses stay
+            fp32; see :mod:`presa.precision`). A run records the resolved value in its ``config.yaml`` (and
+            what was asked, and why, in ``run.json``), so a resumed run keeps it on any machine.
+            bf16 and fp32 runs reach the same evaluation results within the seed spread
+            (``results/precision``).
         alpha: temperature α > 0 of the segment score S_θ.
         gamma: within-segment discount γ ∈ (0, 1].
         eta: weight ratio η > 0 of unsafe to safe segments in g_θ.
@@ -134,7 +140,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     threads: int = 0
-    precision: str = "fp32"
+    precision: str = "auto"
     alpha: float = 0.2
     gamma: float = 0.99
     eta: float = 1.0

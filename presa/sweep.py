@@ -556,6 +556,8 @@ def _check_same_config(cell: Cell, cfg) -> None:
     have = TrainConfig.from_dict(yaml.safe_load((Path(cell.run_dir) / "config.yaml").read_text()) or {})
     a = {k: v for k, v in have.to_dict().items() if k not in RESUME_MUTABLE}
     b = {k: v for k, v in cfg.to_dict().items() if k not in RESUME_MUTABLE}
+    if b.get("precision") == "auto":  # a run records what auto resolved to on its machine
+        b["precision"] = a.get("precision")
     diff = sorted(k for k in a if a[k] != b.get(k))
     if diff:
         raise FeedbackgenError(f"{cell.run_dir} was trained with another configuration ({', '.join(diff)} "

@@ -2,9 +2,9 @@
 
 A run directory is created per run and never reused::
 
-    RUN_DIR/config.yaml        the resolved TrainConfig
+    RUN_DIR/config.yaml        the resolved TrainConfig (``precision`` as resolved: fp32 or bf16)
     RUN_DIR/run.json           store (path, id, fingerprint), seed, algo, threshold, task, versions,
-                               git commit, counts, resumes
+                               git commit, counts, precision (asked, resolved, why), resumes
     RUN_DIR/metrics.jsonl      {"step": n, "train/<metric>": x, ...} every ``log_every`` steps
     RUN_DIR/checkpoints/       step_XXXXXXX.pt every ``checkpoint_every`` steps, final.pt at the end
     RUN_DIR/curves.png         training curves
@@ -59,6 +59,7 @@ from presa.config import RESUME_MUTABLE, TrainConfig, dump_yaml
 from presa.data import TrainingData, describe, store_fingerprint
 from presa.heldout import HeldoutSet
 from presa.plots import plot_training_curves, read_metrics
+from presa.precision import resolve_precision, warn_if_emulated
 
 
 @dataclass(frozen=True)
@@ -194,6 +195,9 @@ def train(cfg: TrainConfig, store: str | Path, out: str | Path | None = None, *,
     algo_cls = get_algorithm(cfg.algo)
     device = check_device(cfg.device)
     apply_threads(cfg.threads)
+    precision = resolve_precision(cfg.precision, device)
+    warn_if_emulated(precision)
+    cfg = cfg.replace(precision=precision.precision)  # config.yaml records what auto resolved to
     run_dir = Path(out) if out is not None else default_run_dir(store, cfg, runs_root)
     if run_dir.exists():
         raise FeedbackgenError(f"run directory {run_dir} already exists and runs are never reused; choose "
@@ -215,7 +219,8 @@ def train(cfg: TrainConfig, store: str | Path, out: str | Path | None = None, *,
         "store": {"path": str(Path(store).resolve()), "id": data.store_id, "fingerprint": fingerprint,
                   "schema_version": data.store.schema_version},
         "algo": cfg.algo, "seed": cfg.seed, "threshold": data.threshold, "device": str(device),
-        "threads": torch.get_num_threads(), "task": data.task, "counts": describe(data),
+        "threads": torch.get_num_threads(), "precision": precision.to_dict(), "task": data.task,
+        "counts": describe(data),
         "toolkit_version": presa.__version__, "git_commit": commit, "git_dirty": dirty,
         "torch_version": torch.__version__, "python_version": platform.python_version(),
         "command": " ".join(sys.argv), "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -254,6 +259,7 @@ def resume(run_dir: str | Path, *, overrides: dict[str, Any] | None = None,
     ckpt_path = latest_checkpoint(run_dir)
     device = check_device(cfg.device)
     apply_threads(cfg.threads)
+    warn_if_emulated(resolve_precision(cfg.precision, device))
     ckpt = load_checkpoint(ckpt_path, map_location=device)
     start = int(ckpt["step"])
     if start >= cfg.total_steps:

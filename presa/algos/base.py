@@ -46,6 +46,7 @@ from presa import losses
 from presa.config import TrainConfig
 from presa.data import TrainingData
 from presa.policy import Policy, build_policy
+from presa.precision import resolve_precision
 
 ALGORITHMS: dict[str, type[Algorithm]] = {}
 
@@ -96,6 +97,8 @@ class Algorithm(ABC):
     def __init__(self, cfg: TrainConfig, data: TrainingData, generator: torch.Generator) -> None:
         self.cfg, self.data, self.gen = cfg, data, generator
         self.device = data.device
+        #: what the policy computes in during training steps, fp32 or bf16 (presa.precision)
+        self.compute_dtype = resolve_precision(cfg.precision, self.device).dtype
         self.policy: Policy = build_policy(cfg.policy, obs_dim=data.obs_dim, act_dim=data.act_dim,
                                            hidden=cfg.hidden, dropout=cfg.dropout,
                                            generator=_cpu_generator(generator)).to(self.device)
@@ -122,12 +125,6 @@ class Algorithm(ABC):
         return "train"
 
     # -- helpers for subclasses ---------------------------------------------------------------
-    def autocast(self) -> contextlib.AbstractContextManager:
-        """bf16 autocast for the policy forward pass when ``precision = bf16``, else a no-op."""
-        if self.cfg.precision == "bf16":
-            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
     def set_lr(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -143,9 +140,8 @@ class Algorithm(ABC):
             idx = pool[idx]
         self.policy.train()
         self.set_lr(self.cfg.lr)
-        with self.autocast():
-            params = self.policy.params(self.data.obs[idx], self.gen)
-        loss = losses.bc_loss(self.policy.log_prob_from_params(params.float(), self.data.actions[idx]))
+        params = self.policy.params(self.data.obs[idx], self.gen, dtype=self.compute_dtype)
+        loss = losses.bc_loss(self.policy.log_prob_from_params(params, self.data.actions[idx]))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -170,7 +166,7 @@ class Algorithm(ABC):
             for lo in range(0, int(segments.shape[0]), _SCORE_CHUNK):
                 seg = segments[lo:lo + _SCORE_CHUNK]
                 rows, weights = self.data.seg_index[seg], self.data.seg_weight[seg]
-                params = self.policy.params(self.data.obs[rows.reshape(-1)]).float()
+                params = self.policy.params(self.data.obs[rows.reshape(-1)])
                 logp = self.policy.log_prob_from_params(params, self.data.actions[rows.reshape(-1)])
                 out.append(self.cfg.alpha * (logp.view(rows.shape) * weights).sum(-1))
         return torch.cat(out)
@@ -274,7 +270,7 @@ class ReferenceAlignment(Algorithm):
                            hidden=self.cfg.hidden, dropout=self.cfg.dropout).to(self.device)
         ref.load_state_dict(self.reference)
         ref.eval()
-        params = [ref.params(self.data.obs[lo:lo + _REF_CHUNK]).float()
+        params = [ref.params(self.data.obs[lo:lo + _REF_CHUNK])
                   for lo in range(0, self.data.n_transitions, _REF_CHUNK)]
         self.ref_params = torch.cat(params)
         residual = ref.mean_from_params(self.ref_params) - self.data.actions
@@ -283,9 +279,13 @@ class ReferenceAlignment(Algorithm):
             self.policy.score_log_prob(p, self.data.actions[lo:lo + _REF_CHUNK], p, self.action_var)
             for lo, p in zip(range(0, self.data.n_transitions, _REF_CHUNK), params, strict=True)])
 
-    def segment_scores(self, segments: torch.Tensor, *, with_kl: bool = False
-                       ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def segment_scores(self, segments: torch.Tensor, *, with_kl: bool = False,
+                       dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """S_θ for ``segments`` (K,) with one forward pass over all their steps (K·H rows).
+
+        Args:
+            dtype: what the policy computes in (None: the run's ``compute_dtype``; the held-out
+                metrics pass fp32).
 
         Returns:
             (scores (K,), per-segment α·Σγ^t·KL(π_θ‖π_ref) (K,) if ``with_kl`` else None).
@@ -294,9 +294,8 @@ class ReferenceAlignment(Algorithm):
         rows = self.data.seg_index[segments]              # (K, H)
         weights = self.data.seg_weight[segments]          # (K, H)
         flat = rows.reshape(-1)
-        with self.autocast():
-            params = self.policy.params(self.data.obs[flat], self.gen)
-        params = params.float()
+        params = self.policy.params(self.data.obs[flat], self.gen,
+                                    dtype=self.compute_dtype if dtype is None else dtype)
         ref_params = self.ref_params[flat]
         logp = self.policy.score_log_prob(params, self.data.actions[flat], ref_params,
                                           self.action_var).view(rows.shape)
@@ -340,7 +339,7 @@ class ReferenceAlignment(Algorithm):
     def implicit_scores(self, segments: torch.Tensor) -> torch.Tensor:
         """S_θ of ``segments`` (no dropout): the implicit reward the losses rank and classify."""
         with self.eval_mode():
-            return torch.cat([self.segment_scores(segments[lo:lo + _SCORE_CHUNK])[0]
+            return torch.cat([self.segment_scores(segments[lo:lo + _SCORE_CHUNK], dtype=torch.float32)[0]
                               for lo in range(0, int(segments.shape[0]), _SCORE_CHUNK)])
 
     def heldout_scorers(self) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:

@@ -279,9 +279,7 @@ class TwoStage(Algorithm):
 
         self.policy.train()
         self.set_lr(cfg.lr)
-        with self.autocast():
-            params = self.policy.params(obs, self.gen)
-        params = params.float()
+        params = self.policy.params(obs, self.gen, dtype=self.compute_dtype)
         pi = self.policy.mean_from_params(params)
         bc = -self.policy.log_prob_from_params(params, act)
         x = torch.cat([obs, pi], -1)

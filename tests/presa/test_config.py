@@ -20,7 +20,7 @@ def test_defaults_are_the_method_defaults() -> None:
     assert (c.nu_init, c.nu_lr, c.nu_max, c.zref_mode, c.zref_momentum) == (1.0, 1e-2, 100.0, "zero", 0.9)
     assert (c.nu_rule, c.pid_kp, c.pid_kd) == ("pid", 10.0, 0.0)
     assert (c.pair_batch, c.safety_batch, c.hidden, c.dropout) == (96, 96, (256, 256), 0.25)
-    assert (c.lr, c.align_lr, c.warmup_steps, c.precision, c.device) == (1e-4, 1e-5, 10_000, "fp32", "cpu")
+    assert (c.lr, c.align_lr, c.warmup_steps, c.precision, c.device) == (1e-4, 1e-5, 10_000, "auto", "cpu")
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ from feedbackgen.errors import FeedbackgenError
 from feedbackgen.store import open_store
 from presa.checkpoint import load_actor, load_checkpoint
 from presa.config import TrainConfig, resolve_config
+from presa.precision import resolve_precision
 from presa.trainer import TrainEvent, resume, train
 
 
@@ -52,8 +53,12 @@ def assert_same_state(a: dict, b: dict, path: str = "") -> None:
 
 def test_run_directory_contents(base_run: Path, toy_store: Path) -> None:
     cfg = cfg_of()
-    assert TrainConfig.from_dict(yaml.safe_load((base_run / "config.yaml").read_text())) == cfg
+    assert cfg.precision == "auto"
+    resolved = resolve_precision("auto", "cpu").precision  # config.yaml records what auto resolved to
+    assert TrainConfig.from_dict(yaml.safe_load((base_run / "config.yaml").read_text())) == \
+        cfg.replace(precision=resolved)
     info = json.loads((base_run / "run.json").read_text())
+    assert info["precision"]["requested"] == "auto" and info["precision"]["resolved"] == resolved
     assert info["store"]["id"] == "test/toy-v0" and len(info["store"]["fingerprint"]) == 64
     assert info["seed"] == 0 and info["algo"] == "presa" and info["threshold"] == 4.0
     assert info["task"]["name"] == "Toy-v0" and info["toolkit_version"]
