@@ -36,6 +36,7 @@ ZREF_MODES = ("ema", "batch", "kl", "zero")
 NU_RULES = ("sgd", "pid")
 POLICY_KINDS = ("deterministic", "gaussian")
 PRECISIONS = ("auto", "fp32", "bf16")
+SAFETY_DRAWS = ("pairs", "independent")
 
 # Per-suite defaults (docs/method.md, "Defaults"). η is class-balanced (1) in every suite: with the
 # specification's 0.25 / 0.5 the unsafe class carried a fifth of g_θ and the scores separated the
@@ -71,6 +72,9 @@ PRESET_VALUES: dict[str, dict[str, Any]] = {
 # Options that may change when a run is resumed (they do not change the math of a step).
 RESUME_MUTABLE = ("total_steps", "log_every", "checkpoint_every")
 
+# Options added after runs were made with another behaviour than their default: a run directory's
+# config.yaml without the key was made with this value (see :func:`run_config`).
+LEGACY_VALUES: dict[str, Any] = {"safety_draw": "independent"}
 
 
 @dataclass(frozen=True)
@@ -122,6 +126,12 @@ class TrainConfig:
         total_steps: all gradient steps, BC included.
         pair_batch: preference pairs per alignment step.
         safety_batch: safety-labelled segments per alignment step.
+        safety_draw: how PreSa draws the safety batch. ``pairs`` (default): when the store's safety
+            segments are its pairs' first segments, one safety row per pair (``feedbackgen make``'s
+            default), the safety rows of the step's pairs — each row is still uniform over the safety
+            table, and the step runs each distinct segment through the network once;
+            otherwise, and with ``independent``, drawn on their own (what runs made before this
+            option did).
         bc_batch: transitions per behaviour-cloning step.
         policy: ``deterministic`` (tanh MLP, log π = −‖μ − a‖²) or ``gaussian`` (tanh-squashed).
         hidden: hidden layer sizes of the policy MLP.
@@ -163,6 +173,7 @@ class TrainConfig:
     total_steps: int = 100_000
     pair_batch: int = 96
     safety_batch: int = 96
+    safety_draw: str = "pairs"
     bc_batch: int = 1024
     policy: str = "deterministic"
     hidden: tuple[int, ...] = field(default=(256, 256))
@@ -345,6 +356,7 @@ def _validate(c: TrainConfig) -> None:
     choice("nu_rule", NU_RULES)
     choice("policy", POLICY_KINDS)
     choice("precision", PRECISIONS)
+    choice("safety_draw", SAFETY_DRAWS)
     for name in ("seed", "threads", "bc_steps", "total_steps", "pair_batch", "safety_batch", "bc_batch",
                  "warmup_steps", "log_every", "checkpoint_every"):
         v = getattr(c, name)
@@ -437,6 +449,16 @@ def resolve_config(*, suite: str | None = None, preset: str | None = None,
         check_keys(layer)
         values.update({k: v for k, v in layer.items()})
     return TrainConfig.from_dict(values)
+
+
+def run_config(values: dict[str, Any]) -> TrainConfig:
+    """The TrainConfig of a run directory's ``config.yaml`` (``values`` as read from it): a key the run
+    predates takes the value the run was made with (:data:`LEGACY_VALUES`), not today's default.
+
+    Raises:
+        FeedbackgenError: unknown keys or invalid values.
+    """
+    return TrainConfig.from_dict({**LEGACY_VALUES, **values})
 
 
 def dump_yaml(cfg: TrainConfig) -> str:

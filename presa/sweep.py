@@ -551,9 +551,9 @@ def _cell_config(cell: Cell):
 
 
 def _check_same_config(cell: Cell, cfg) -> None:
-    from presa.config import RESUME_MUTABLE, TrainConfig
+    from presa.config import RESUME_MUTABLE, run_config
 
-    have = TrainConfig.from_dict(yaml.safe_load((Path(cell.run_dir) / "config.yaml").read_text()) or {})
+    have = run_config(yaml.safe_load((Path(cell.run_dir) / "config.yaml").read_text()) or {})
     a = {k: v for k, v in have.to_dict().items() if k not in RESUME_MUTABLE}
     b = {k: v for k, v in cfg.to_dict().items() if k not in RESUME_MUTABLE}
     if b.get("precision") == "auto":  # a run records what auto resolved to on its machine

@@ -55,7 +55,7 @@ from presa.checkpoint import (
     save_checkpoint,
     step_checkpoint_path,
 )
-from presa.config import RESUME_MUTABLE, TrainConfig, dump_yaml
+from presa.config import RESUME_MUTABLE, TrainConfig, dump_yaml, run_config
 from presa.data import TrainingData, describe, store_fingerprint
 from presa.heldout import HeldoutSet
 from presa.plots import plot_training_curves, read_metrics
@@ -247,7 +247,7 @@ def resume(run_dir: str | Path, *, overrides: dict[str, Any] | None = None,
     cfg_path, info_path = run_dir / "config.yaml", run_dir / "run.json"
     if not cfg_path.is_file() or not info_path.is_file():
         raise FeedbackgenError(f"{run_dir} is not a presa run directory (no config.yaml/run.json)")
-    cfg = TrainConfig.from_dict(yaml.safe_load(cfg_path.read_text()) or {})
+    cfg = run_config(yaml.safe_load(cfg_path.read_text()) or {})
     info = json.loads(info_path.read_text())
     overrides = dict(overrides or {})
     bad = sorted(k for k in overrides if k not in RESUME_MUTABLE)

@@ -28,7 +28,7 @@ Two ready-made bases cover the common shapes:
 - :class:`ReferenceAlignment` — phase 1 behaviour cloning for ``bc_steps``, then a frozen reference
   whose log-probabilities are computed once for every transition, then ``align_update(step)`` with
   the learning-rate warm-up (PreSa, CPL, safety-only, binary alignment). It provides
-  :meth:`ReferenceAlignment.segment_scores`, one forward pass over the union of segments of a step.
+  :meth:`ReferenceAlignment.segment_scores`, one forward pass over the distinct segments of a step.
 """
 
 from __future__ import annotations
@@ -281,7 +281,11 @@ class ReferenceAlignment(Algorithm):
 
     def segment_scores(self, segments: torch.Tensor, *, with_kl: bool = False,
                        dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """S_θ for ``segments`` (K,) with one forward pass over all their steps (K·H rows).
+        """S_θ for ``segments`` (K,) with one forward pass over the steps of their distinct segments.
+
+        A segment that appears more than once in ``segments`` (a pair segment that is also in the
+        safety batch, or one drawn twice) is run through the network once; its score is used at
+        every position, so the loss and its gradient are those of scoring every position on its own.
 
         Args:
             dtype: what the policy computes in (None: the run's ``compute_dtype``; the held-out
@@ -291,6 +295,10 @@ class ReferenceAlignment(Algorithm):
             (scores (K,), per-segment α·Σγ^t·KL(π_θ‖π_ref) (K,) if ``with_kl`` else None).
         """
         assert self.ref_logp is not None and self.ref_params is not None
+        unique, inverse = torch.unique(segments, return_inverse=True)
+        dedup = unique.shape[0] < segments.shape[0]
+        if dedup:
+            segments = unique
         rows = self.data.seg_index[segments]              # (K, H)
         weights = self.data.seg_weight[segments]          # (K, H)
         flat = rows.reshape(-1)
@@ -305,6 +313,9 @@ class ReferenceAlignment(Algorithm):
             with torch.no_grad():
                 kl_rows = self.policy.score_kl(params.detach(), ref_params, self.action_var).view(rows.shape)
                 kl = self.cfg.alpha * (kl_rows * weights).sum(-1)
+        if dedup:
+            scores = scores[inverse]
+            kl = kl[inverse] if kl is not None else None
         return scores, kl
 
     def score_bounds(self, segments: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

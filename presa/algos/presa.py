@@ -6,8 +6,10 @@ variance calibrates the scores (log-likelihood ratios in nats). When phase 2 sta
 attainable ceiling of g_θ on this store and threshold is computed (:mod:`presa.ceiling`) and δ
 is chosen from it (or a given δ is checked against it). Phase 2, per step::
 
-    pairs (a, b, y = P(b ≻ a)) and safety segments (σ, u) drawn uniformly
-    S_θ for all 2·pair_batch + safety_batch segments in one forward pass (no dropout)
+    pairs (a, b, y = P(b ≻ a)) and safety segments (σ, u) drawn uniformly (by default the safety
+        rows of the drawn pairs where the store's safety segments are its pairs' segments:
+        ``safety_draw``, :func:`pair_safety_rows`)
+    S_θ for the distinct segments among the 2·pair_batch + safety_batch in one forward pass (no dropout)
     z_ref ← reference point (zero by default | ema | batch | kl), detached
     g_θ   = weighted KTO-style value of the safety batch
     L     = L_pref(S_a, S_b, y) + ν · (δ_target − g_θ)     → one Adam step on θ
@@ -54,6 +56,31 @@ def label_purity(data: TrainingData) -> tuple[float, float, str]:
                                                 float(data.safety_label.mean()))
 
 
+def pair_safety_rows(data: TrainingData) -> torch.Tensor | None:
+    """For each training pair row i, the safety row whose segment is the pair's first segment
+    (``pref_a[i]``; else, for every row, ``pref_b[i]``), when that is one-to-one between the
+    pairs and the safety rows — as in the stores ``feedbackgen make`` writes by default, whose
+    safety segments are the pairs' first segments (``safety_from_pairs``). None otherwise.
+
+    Drawing pair rows uniformly and taking these safety rows draws the safety rows uniformly too,
+    so the safety batch has the distribution of an independent draw, and its segments are
+    among the step's pair segments (scored once, :meth:`ReferenceAlignment.segment_scores`).
+    """
+    n = data.n_pairs
+    if n == 0 or data.n_safety != n:
+        return None
+    seg = data.safety_segment
+    row_of = torch.full((data.n_segments,), -1, dtype=torch.int64, device=seg.device)
+    row_of[seg] = torch.arange(n, device=seg.device)
+    if int((row_of >= 0).sum()) != n:  # a segment in two safety rows: no one-to-one map
+        return None
+    for side in (data.pref_a, data.pref_b):
+        rows = row_of[side]
+        if bool((rows >= 0).all()) and int(torch.unique(rows).shape[0]) == n:
+            return rows
+    return None
+
+
 @register("presa")
 class PreSa(ReferenceAlignment):
     """The PreSa algorithm; state beyond the networks: ν (and the PID terms) and z_ref."""
@@ -82,6 +109,7 @@ class PreSa(ReferenceAlignment):
         self.pid_prev_error: torch.Tensor | None = None
         self.ceiling: ceiling_rule.Ceiling | None = None
         self.delta = self.delta_target = float("nan")
+        self.pair_safety = pair_safety_rows(data) if cfg.safety_draw == "pairs" else None
 
     def _cache_reference(self) -> None:
         super()._cache_reference()
@@ -101,7 +129,7 @@ class PreSa(ReferenceAlignment):
     def align_update(self, step: int) -> dict[str, torch.Tensor | float]:
         cfg, d = self.cfg, self.data
         p = d.sample(self.gen, d.n_pairs, cfg.pair_batch)
-        s = d.sample(self.gen, d.n_safety, cfg.safety_batch)
+        s = self.draw_safety(p)
         y = d.pref_label[p]
         safe = d.safety_label[s]
         segments = torch.cat([d.pref_a[p], d.pref_b[p], d.safety_segment[s]])
@@ -132,6 +160,19 @@ class PreSa(ReferenceAlignment):
                 "score_unsafe": (s_det * (1 - safe)).sum() / (safe.numel() - n_safe).clamp(min=1),
                 "delta": self.delta, "g_ceiling": self.ceiling.value if self.ceiling else float("nan"),
             }
+
+    def draw_safety(self, pairs: torch.Tensor) -> torch.Tensor:
+        """The step's ``safety_batch`` safety rows, each uniform over the safety table: the safety
+        rows of the drawn ``pairs`` (:func:`pair_safety_rows`; fresh draws for any beyond
+        ``pair_batch``), or an independent draw (``safety_draw = independent``, or a store whose
+        safety segments are not its pair segments)."""
+        d, k = self.data, self.cfg.safety_batch
+        if self.pair_safety is None:
+            return d.sample(self.gen, d.n_safety, k)
+        s = self.pair_safety[pairs[:k]]
+        if k > s.shape[0]:
+            s = torch.cat([s, d.sample(self.gen, d.n_safety, k - int(s.shape[0]))])
+        return s
 
     def dual_update(self, g: torch.Tensor) -> None:
         """Move ν with the configured rule (g_θ detached)."""

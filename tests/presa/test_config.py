@@ -21,6 +21,7 @@ def test_defaults_are_the_method_defaults() -> None:
     assert (c.nu_rule, c.pid_kp, c.pid_kd) == ("pid", 10.0, 0.0)
     assert (c.pair_batch, c.safety_batch, c.hidden, c.dropout) == (96, 96, (256, 256), 0.25)
     assert (c.lr, c.align_lr, c.warmup_steps, c.precision, c.device) == (1e-4, 1e-5, 10_000, "auto", "cpu")
+    assert c.safety_draw == "pairs"
 
 
 @pytest.mark.parametrize(

@@ -115,6 +115,35 @@ def test_cells_labels_and_run_dirs_are_deterministic(tmp_path: Path):
     assert {x.method for x in expand_cells(spec, stores[:1])} >= {"bc_all[delta=0.8]"}
 
 
+def test_a_cell_asking_auto_accepts_the_precision_its_run_recorded(tmp_path: Path):
+    """A run records what ``precision: auto`` resolved to on its machine (fp32 or bf16): a cell asking
+    auto is the same configuration; one asking a precision explicitly must match it. A run made
+    before ``safety_draw`` existed drew its safety rows independently: not the default cell."""
+    from presa.config import dump_yaml
+    from presa.sweep import _cell_config, _check_same_config
+
+    spec = build_spec({"out": str(tmp_path), "stores": ["a.zarr"], "methods": ["presa"], "thresholds": [10],
+                       "seeds": [0], "set": {"total_steps": 50, "bc_steps": 10}})
+    stores = [StoreEntry(Path("/s/T.zarr"), "T", "bullet", 0.1, (10.0,))]
+    cell = expand_cells(spec, stores)[0]
+    cfg = _cell_config(cell)
+    assert cfg.precision == "auto"
+    run = Path(cell.run_dir)
+    run.mkdir(parents=True)
+    for recorded in ("bf16", "fp32"):
+        (run / "config.yaml").write_text(dump_yaml(cfg.replace(precision=recorded)))
+        _check_same_config(cell, cfg)
+    _check_same_config(cell, cfg.replace(precision="fp32"))  # the run recorded fp32
+    with pytest.raises(FeedbackgenError, match=r"another configuration \(precision differ"):
+        _check_same_config(cell, cfg.replace(precision="bf16"))
+    values = cfg.replace(precision="fp32").to_dict()
+    del values["safety_draw"]
+    (run / "config.yaml").write_text(yaml.safe_dump(values))
+    with pytest.raises(FeedbackgenError, match=r"another configuration \(safety_draw differ"):
+        _check_same_config(cell, cfg)
+    _check_same_config(cell, cfg.replace(safety_draw="independent"))
+
+
 def test_ray_backend_without_ray_names_the_extra(tmp_path: Path):
     if ray_available():
         pytest.skip("ray is installed")
