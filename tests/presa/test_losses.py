@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from presa import losses
-from presa.policy import DeterministicPolicy, GaussianPolicy, build_policy, dropout
+from presa.policy import DeterministicPolicy, GaussianPolicy, build_policy, dropout, dropout_mask
 
 
 def t(*xs: float) -> torch.Tensor:
@@ -179,6 +179,17 @@ def test_dropout_keeps_expected_fraction_and_scale(p: float) -> None:
     assert torch.allclose(y[y != 0], torch.full_like(y[y != 0], 1 / (1 - p)))
     # same generator state -> same mask
     assert torch.equal(dropout(x, p, torch.Generator().manual_seed(0)), y)
+
+
+@pytest.mark.parametrize("p,dtype", [(0.25, torch.float32), (0.5, torch.float32), (0.25, torch.bfloat16)])
+def test_byte_dropout_mask_keeps_a_unit_iff_its_random_byte_is_at_least_256p(p: float, dtype) -> None:
+    # the rule the masks have always followed (same seed, same masks, whatever the implementation)
+    mask = dropout_mask((64, 256), p, torch.Generator().manual_seed(3), dtype=dtype)
+    bits = torch.empty(64 * 256 // 8, dtype=torch.int64).random_(-(2**63), None,
+                                                                 generator=torch.Generator().manual_seed(3))
+    keep = bits.view(torch.uint8).view(64, 256) >= int(256 * p)
+    assert mask.dtype == dtype
+    assert torch.equal(mask, keep.to(dtype) * torch.tensor(1 / (1 - p), dtype=dtype))
 
 
 def test_policy_init_from_generator_is_deterministic() -> None:
