@@ -62,20 +62,20 @@ def dropout_mask(shape: torch.Size | tuple[int, ...], p: float, generator: torch
     draw per 8 units, unit kept iff its byte ≥ 256·p: exactly Bernoulli(1 − p) — which is several
     times cheaper on the CPU than one float draw per unit (``bernoulli_`` was ≈ 10× slower, see
     benchmarks/README.md); the 0/1 decision is taken on the bytes (uint8 operations move a quarter
-    of the memory of float ones), then one multiply makes the float mask. Otherwise the mask
-    comes from uniform floats (u ≥ p).
+    of the memory of float ones) before one conversion and one in-place scaling make the float
+    mask. Otherwise the mask comes from uniform floats (u ≥ p).
     """
     numel = math.prod(shape)
     k = p * 256.0
-    scale = torch.tensor(1.0 / (1.0 - p), dtype=dtype, device=device)
     if k == int(k) and numel % 8 == 0:
         bits = torch.empty(numel // 8, dtype=torch.int64, device=device)
         bits.random_(-(2**63), None, generator=generator)  # full 64-bit range: 8 uniform bytes
         keep = bits.view(torch.uint8).view(shape).clamp(min=int(k) - 1)
         keep = keep.sub_(int(k) - 1).clamp_(max=1)          # uint8: 1 iff byte ≥ k, else 0
-        return torch.mul(keep, scale)                       # 0 or 1/(1 − p) in ``dtype``
-    u = torch.empty(shape, dtype=torch.float32, device=device).uniform_(generator=generator)
-    return torch.mul(u >= p, scale)
+    else:
+        u = torch.empty(shape, dtype=torch.float32, device=device).uniform_(generator=generator)
+        keep = u >= p
+    return keep.to(dtype).mul_(1.0 / (1.0 - p))             # 0 or 1/(1 − p)
 
 
 def dropout(x: torch.Tensor, p: float, generator: torch.Generator | None) -> torch.Tensor:
