@@ -10,7 +10,9 @@ fp32 elsewhere:
 - CUDA: bf16 when the GPU supports it (``torch.cuda.is_bf16_supported()``).
 
 The CPU's features come from torch's own query (``torch.cpu.get_capabilities()``), else from the
-``flags`` / ``Features`` lines of ``/proc/cpuinfo``. An explicit ``bf16`` is honoured on any device
+``flags`` / ``Features`` lines of ``/proc/cpuinfo``. An instruction-set limit set for oneDNN
+(``ONEDNN_MAX_CPU_ISA``, e.g. ``AVX2``) below its bf16 levels counts as no native bf16, as oneDNN
+then emulates it. An explicit ``bf16`` is honoured on any device
 (the trainer warns when it is not native there: correct but slow); ``fp32`` is always exact.
 
 What bf16 means (``presa.policy.Policy.params``): in training steps the policy's layers compute in
@@ -25,6 +27,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -86,8 +89,18 @@ def cpu_features(capabilities: Mapping[str, Any] | None = None) -> tuple[str, se
     return platform.machine(), _proc_cpuinfo_features()
 
 
-def native_bf16(device: str | torch.device = "cpu", capabilities: Mapping[str, Any] | None = None
-                ) -> tuple[bool, str]:
+def onednn_isa_limit(environ: Mapping[str, str] | None = None) -> str | None:
+    """The oneDNN instruction-set limit (``ONEDNN_MAX_CPU_ISA`` / ``DNNL_MAX_CPU_ISA``) when it rules
+    out oneDNN's native bf16 kernels (AVX-512 BF16, AMX, AVX10), else None."""
+    env = os.environ if environ is None else environ
+    value = (env.get("ONEDNN_MAX_CPU_ISA") or env.get("DNNL_MAX_CPU_ISA") or "").strip().upper()
+    if not value or value in ("ALL", "DEFAULT") or any(k in value for k in ("BF16", "AMX", "AVX10", "FP16")):
+        return None
+    return value
+
+
+def native_bf16(device: str | torch.device = "cpu", capabilities: Mapping[str, Any] | None = None,
+                environ: Mapping[str, str] | None = None) -> tuple[bool, str]:
     """(whether ``device`` computes bf16 natively, one line saying why)."""
     dev = torch.device(device)
     if dev.type == "cuda":
@@ -98,6 +111,9 @@ def native_bf16(device: str | torch.device = "cpu", capabilities: Mapping[str, A
     arch, feats = cpu_features(capabilities)
     family = "arm" if arch.lower() in ("arm64", "aarch64") else "x86"
     have = [f for f in NATIVE_BF16_FEATURES[family] if f in feats]
+    limit = onednn_isa_limit(environ) if family == "x86" else None
+    if have and limit:
+        return False, f"the CPU has {'+'.join(have)} but ONEDNN_MAX_CPU_ISA={limit} (bf16 would be emulated)"
     if have:
         return True, f"the CPU has {'+'.join(have)}"
     want = " or ".join(NATIVE_BF16_FEATURES[family])
@@ -105,9 +121,11 @@ def native_bf16(device: str | torch.device = "cpu", capabilities: Mapping[str, A
 
 
 def resolve_precision(requested: str, device: str | torch.device = "cpu",
-                      capabilities: Mapping[str, Any] | None = None) -> Precision:
-    """Resolve ``auto`` / ``fp32`` / ``bf16`` for ``device`` (see the module docstring)."""
-    native, why = native_bf16(device, capabilities)
+                      capabilities: Mapping[str, Any] | None = None,
+                      environ: Mapping[str, str] | None = None) -> Precision:
+    """Resolve ``auto`` / ``fp32`` / ``bf16`` for ``device`` (see the module docstring); ``capabilities``
+    and ``environ`` stand in for the CPU's and the process's (tests)."""
+    native, why = native_bf16(device, capabilities, environ)
     if requested == "auto":
         return Precision("bf16" if native else "fp32", requested, native, f"auto: {why}")
     if requested == "bf16":

@@ -32,6 +32,18 @@ def test_auto_picks_bf16_only_where_the_cpu_computes_it_natively(caps: dict, wan
     assert p.reason.startswith("auto: the CPU has")
 
 
+@pytest.mark.parametrize("isa,want", [("AVX2", "fp32"), ("avx512_core", "fp32"), ("AVX512_CORE_BF16", "bf16"),
+                                      ("AVX512_CORE_AMX", "bf16"), ("ALL", "bf16"), ("", "bf16")])
+def test_auto_honours_a_onednn_instruction_set_limit(isa: str, want: str) -> None:
+    # with oneDNN held below its bf16 kernels, bf16 is emulated even on a CPU with AMX
+    p = resolve_precision("auto", "cpu", AMX, environ={"ONEDNN_MAX_CPU_ISA": isa})
+    assert p.precision == want
+    if want == "fp32":
+        assert "ONEDNN_MAX_CPU_ISA" in p.reason
+    no_bf16 = resolve_precision("auto", "cpu", AVX2_ONLY, environ={"ONEDNN_MAX_CPU_ISA": "ALL"})
+    assert no_bf16.precision == "fp32"
+
+
 @pytest.mark.parametrize("caps", [AVX2_ONLY, AMX])
 def test_fp32_is_always_fp32(caps: dict) -> None:
     assert resolve_precision("fp32", "cpu", caps).precision == "fp32"
@@ -60,7 +72,7 @@ def test_unknown_precision_is_refused() -> None:
 def test_cpu_features_fall_back_to_proc_cpuinfo_and_agree_with_torch() -> None:
     arch, feats = cpu_features()
     assert arch
-    ok, why = native_bf16("cpu")
+    ok, why = native_bf16("cpu", environ={})
     assert ok == any(f in feats for f in ("amx_bf16", "avx512_bf16", "bf16", "sve_bf16")) and why
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file() and arch.lower() in ("x86_64", "amd64"):
