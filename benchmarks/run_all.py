@@ -84,17 +84,20 @@ def summarise_make(out: str) -> list[tuple[str, str]]:
 def summarise_train(out: str) -> list[tuple[str, str]]:
     rows = []
     device = threads = ""
+    preset = False
     for line in out.splitlines():
         if line.startswith("== device"):
-            device = line.split("(", 1)[1].split(")", 1)[0] if "(" in line else line[3:]
+            device = line[len("== device "):].split(":", 1)[0]
         elif line.startswith("-- threads"):
-            threads = line.split()[-1]
-        m = re.match(r"(presa\b.*?|naive\b.*?|bc\b.*?)\s{2,}([\d.]+)\s+([\d.]+)", line)
+            threads = line.split()[2].rstrip(";")
+        m = re.match(r"((?:plain loop|trainer)\b.*?)\s{2,}([\d.]+)\s+([\d.]+)×\s+([\d.]+)\s+([\d.]+)×", line)
         if m and threads:
-            rows.append((f"{m.group(1).strip()} [{device}, {threads} thr]", f"{m.group(3)} steps/s "
-                                                                               f"({m.group(2)} ms/step)"))
-        if line.startswith("full Bullet preset"):
-            rows.append((f"full preset step time [{device}, {threads} thr]", line.split("≈", 1)[1].strip()))
+            rows.append((f"{m.group(1).strip()} [{device}, {threads} thr]",
+                         f"{m.group(2)} ms/step, {m.group(3)}× the plain loop (CPU time {m.group(5)}×)"))
+        preset = line.startswith("full Bullet preset") or (preset and line.startswith("  "))
+        if preset and line.startswith("  "):
+            label, _, rest = line.strip().partition("  ")
+            rows.append((f"full preset, {label} [{device}, {threads} thr]", rest.strip()))
     return rows or [("train", "no result (see output above)")]
 
 
