@@ -22,7 +22,7 @@ from presa.algos.binary import binary_labels
 from presa.algos.trac import trac_labels, trac_loss
 from presa.algos.two_stage import COST_MARGIN, COST_TEMPERATURE, StepModel, segment_threshold
 from presa.checkpoint import load_actor, load_checkpoint
-from presa.config import resolve_config
+from presa.config import applicable, resolve_config
 from presa.data import TrainingData
 from presa.heldout import segment_safe_oracle
 from presa.trainer import resume, train
@@ -42,8 +42,9 @@ def _one_thread():
 
 
 def _cfg(algo: str, threshold: float = 10.0, **kw):
-    values = {**SMALL, "algo": algo, "threshold": threshold, "seed": 0, "total_steps": 40, "bc_steps": 15,
-              **kw}
+    # SMALL and the step counts are a recipe for every algorithm: each takes the keys it reads
+    recipe = applicable({**SMALL, "total_steps": 40, "bc_steps": 15}, algo)
+    values = {**recipe, "algo": algo, "threshold": threshold, "seed": 0, **kw}
     return resolve_config(suite="bullet", preset="quick", overrides=values)
 
 

@@ -97,11 +97,15 @@ def test_cells_labels_and_run_dirs_are_deterministic(tmp_path: Path):
     stores = [StoreEntry(Path("/s/T-noise0.1.zarr"), "T", "bullet", 0.1, (10.0, 20.0)),
               StoreEntry(Path("/s/T-noise0.2.zarr"), "T", "bullet", 0.2, (10.0, 20.0))]
     cells = expand_cells(spec, stores)
-    # 2 stores × (bc_all × 2 deltas + presa-pid × 2 deltas × 2 kp) × 2 thresholds × 2 seeds
-    assert len(cells) == 2 * (2 + 4) * 2 * 2
+    # 2 stores × (bc_all once: it reads neither delta nor bc_steps + presa-pid × 2 deltas × 2 kp)
+    # × 2 thresholds × 2 seeds
+    assert len(cells) == 2 * (1 + 4) * 2 * 2
     assert cells == expand_cells(spec, stores)
     labels = {c.method for c in cells}
-    assert "bc_all[delta=0.8,noise=0.1]" in labels and "presa-pid[delta=0.9,pid_kp=1,noise=0.2]" in labels
+    assert "bc_all[noise=0.1]" in labels and "presa-pid[delta=0.9,pid_kp=1,noise=0.2]" in labels
+    bc = next(c for c in cells if c.algo == "bc_all")
+    assert bc.overrides == {"total_steps": 50, "algo": "bc_all", "threshold": 10.0, "seed": 0,
+                            "device": "cpu"}
     c = next(c for c in cells if c.method == "presa-pid[delta=0.9,pid_kp=0.5,noise=0.1]"
              and c.threshold == 20 and c.seed == 1)
     assert c.overrides == {"total_steps": 50, "bc_steps": 10, "nu_rule": "pid", "delta": 0.9, "pid_kp": 0.5,
@@ -112,7 +116,7 @@ def test_cells_labels_and_run_dirs_are_deterministic(tmp_path: Path):
         expand_cells(build_spec({"out": str(tmp_path), "stores": ["a.zarr"], "methods": ["bc_all"],
                                  "thresholds": [15]}), stores)
     # one store per task: no noise tag
-    assert {x.method for x in expand_cells(spec, stores[:1])} >= {"bc_all[delta=0.8]"}
+    assert {x.method for x in expand_cells(spec, stores[:1])} >= {"bc_all", "presa-pid[delta=0.8,pid_kp=1]"}
 
 
 def test_ray_backend_without_ray_names_the_extra(tmp_path: Path):
@@ -126,7 +130,7 @@ def test_ray_backend_without_ray_names_the_extra(tmp_path: Path):
 def test_a_failing_cell_is_a_record_not_an_exception(tmp_path: Path):
     cell = Cell(id="x", store=str(tmp_path / "missing.zarr"), task="T", suite="bullet", noise=None,
                 method="bc_all", algo="bc_all", threshold=10.0, seed=0, options={},
-                overrides={"algo": "bc_all", "threshold": 10.0, "seed": 0, "total_steps": 5, "bc_steps": 0},
+                overrides={"algo": "bc_all", "threshold": 10.0, "seed": 0, "total_steps": 5},
                 preset="quick", run_dir=str(tmp_path / "runs" / "x"), episodes=1, eval_seed=0, eval_workers=1,
                 threads=1)
     assert cell_action(cell) == "train"
