@@ -28,7 +28,8 @@ config dataclass, ``config_class`` (:func:`presa.config.algorithm_config`); a cl
 ``config_class`` itself (PreSa: ``TrainConfig``, every key). ``self.cfg`` is an instance of it, so
 reading a key that is not declared fails, and any other key given to the algorithm (``--set``,
 config file, library call) is one error line listing the valid ones. List exactly the keys the
-algorithm reads.
+algorithm reads: the contract tests (``tests/presa/test_algorithm_contract.py``) train and resume
+every registered algorithm and fail if it leaves one of its keys unread.
 
 Two ready-made bases cover the common shapes:
 
