@@ -69,6 +69,14 @@ def _grid(out: Path, **kw) -> dict:
     ({"out": "o", "tasks": ["X"], "methods": ["presa"], "seeds": ["a"]}, "list of integers"),
     ({"out": "o", "tasks": ["X"], "methods": ["presa"], "backend": "slurm"}, "unknown backend"),
     ({"out": "o", "tasks": ["X"], "methods": ["presa"], "make": {"noise": 0.2}}, "may not set noise"),
+    # a method's own options must be keys its algorithm reads
+    ({"out": "o", "tasks": ["X"], "methods": [{"algo": "bc_all", "set": {"nu_lr": 0.1}}]},
+     r"method 'bc_all', 'set': unknown config key 'nu_lr' \(only presa, two_stage read it\) for algorithm "
+     "bc_all; valid keys: algo,"),
+    ({"out": "o", "tasks": ["X"], "methods": [{"algo": "cpl", "label": "c", "grid": {"delta": [0.8]}}]},
+     r"method 'c', 'grid': unknown config key 'delta' \(only presa read it\) for algorithm cpl"),
+    # grid-wide options are a recipe for every method, but a key no algorithm reads is still an error
+    ({"out": "o", "tasks": ["X"], "methods": ["bc_all"], "set": {"nu_lrr": 0.1}}, "did you mean nu_lr"),
 ])
 def test_bad_grids_are_one_line_errors(values: dict, match: str):
     with pytest.raises(FeedbackgenError, match=match) as exc:
@@ -117,6 +125,28 @@ def test_cells_labels_and_run_dirs_are_deterministic(tmp_path: Path):
                                  "thresholds": [15]}), stores)
     # one store per task: no noise tag
     assert {x.method for x in expand_cells(spec, stores[:1])} >= {"bc_all", "presa-pid[delta=0.8,pid_kp=1]"}
+
+
+def test_a_run_saved_by_an_earlier_version_still_counts_as_the_cells(tmp_path: Path):
+    """Earlier versions saved every key in config.yaml, whatever the algorithm: a sweep run then is
+    still recognised as its cell's (resumed or skipped), and a changed option is still found."""
+    from presa.config import PRESET_VALUES, SUITE_DEFAULTS, TrainConfig
+    from presa.sweep import _cell_config, _check_same_config
+
+    spec = build_spec({"out": str(tmp_path), "stores": ["a.zarr"], "methods": ["bc_all"], "preset": "study",
+                       "set": {"total_steps": 2500, "nu_lr": 0.1}})
+    (cell,) = expand_cells(spec, [StoreEntry(Path("/s/T.zarr"), "T", "bullet", 0.1, (10.0,))])
+    assert "nu_lr" not in cell.overrides
+    cfg = _cell_config(cell)
+    old = TrainConfig.from_dict({**SUITE_DEFAULTS["bullet"], **PRESET_VALUES["study"], "nu_lr": 0.1,
+                                 **cfg.to_dict()}).to_dict()
+    run = Path(cell.run_dir)
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump(old))
+    _check_same_config(cell, cfg)
+    (run / "config.yaml").write_text(yaml.safe_dump({**old, "lr": 3e-4}))
+    with pytest.raises(FeedbackgenError, match=r"another configuration \(lr"):
+        _check_same_config(cell, cfg)
 
 
 def test_ray_backend_without_ray_names_the_extra(tmp_path: Path):
