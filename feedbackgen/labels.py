@@ -418,7 +418,7 @@ def _sniff_jsonl(path: Path, text: str) -> bool:
     return text.lstrip().startswith("{")
 
 
-def read_label_file(path: str | Path, thresholds: Sequence[float], *,
+def read_label_file(path: str | Path, thresholds: Sequence[float] | np.ndarray, *,
                     store_id: str | None = None) -> tuple[list[LabelRow], list[str], list[str]]:
     """Parse a label file (CSV, JSON lines, or an annotation journal).
 
