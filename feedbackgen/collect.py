@@ -349,6 +349,9 @@ class SB3Policy:
             data, _, _ = load_from_zip_file(path, device="cpu", load_data=True)
         except Exception as exc:  # noqa: BLE001 - any failure here means "not an sb3 model"
             raise FeedbackgenError(f"{path} is not a readable stable-baselines3 model ({exc})") from None
+        if data is None:  # a zip without the model's 'data' entry
+            raise FeedbackgenError(f"{path} is not a readable stable-baselines3 model "
+                                   "(the zip has no 'data' entry)")
         module = getattr(data.get("policy_class"), "__module__", "")
         algo_key = module.split(".")[1] if module.count(".") >= 2 else ""
         names = [self.ALGOS[algo_key]] if algo_key in self.ALGOS else ["PPO", "A2C"]
