@@ -343,7 +343,7 @@ def _safe_labels(d: dict, thresholds: np.ndarray) -> tuple[list[int], bool]:
         return [s] * K, True
     if not per:
         raise ValueError("safe is missing (safe/unsafe, or one safe@κ per threshold)")
-    out = [None] * K
+    out: dict[int, int] = {}  # threshold index -> label
     for k, x in per.items():
         try:
             kappa = float(k[len("safe@"):])
@@ -355,10 +355,10 @@ def _safe_labels(d: dict, thresholds: np.ndarray) -> tuple[list[int], bool]:
             raise ValueError(f"{k}: the store has no threshold {kappa:g} (it has "
                              f"{', '.join(f'{t:g}' for t in thresholds)})")
         out[int(hit[0])] = _safe_value(x, k)
-    missing = [f"safe@{thresholds[i]:g}" for i, x in enumerate(out) if x is None]
+    missing = [f"safe@{thresholds[i]:g}" for i in range(K) if i not in out]
     if missing:
         raise ValueError(f"{', '.join(missing)} missing (give every threshold, or one safe judgement)")
-    return [int(x) for x in out], False
+    return [out[i] for i in range(K)], False
 
 
 def parse_record(d: dict, line: int, thresholds: np.ndarray, *, strict_keys: bool = True) -> LabelRow:
@@ -937,7 +937,7 @@ def source_statistics(data: FeedbackData) -> dict[str, Any]:
         entry: dict[str, Any] = {**s, "preferences": int(pm.sum()), "safety": int(sm.sum()),
                                  "single_judgements": int((single & sm).sum()),
                                  "preference_agreement": None, "safety_agreement": None}
-        if o is not None:
+        if opref is not None and osaf is not None:  # both read from the oracle group, if there is one
             entry["preference_agreement"] = preference_agreement(y[pm], opref[pm]) if pm.any() else None
             entry["safety_agreement"] = safety_agreement(lab[sm], osaf[sm])[0] if sm.any() else None
         out_sources.append(entry)
