@@ -611,6 +611,8 @@ class _Resolver:
             return ref.id
         E = self.ep_start.size
         e, off, length = ref.episode, ref.start, ref.length
+        if e is None or off is None or length is None:
+            raise ValueError(f"{ref.text()} needs a segment id, or all of episode, start and length")
         if not 0 <= e < E:
             raise ValueError(f"episode {e} is out of range (the store has {E} episodes, ids 0..{E - 1})")
         if length != self.H:
@@ -659,6 +661,8 @@ def add_labels(data: FeedbackData, rows: Iterable[LabelRow], *, origin: dict[str
     for row in rows:
         try:
             if row.kind == "preference":
+                if row.a is None or row.b is None:
+                    raise ValueError("a preference row needs both segments a and b")
                 a, b = res.resolve(row.a), res.resolve(row.b)
                 if a == b:
                     raise ValueError(f"a and b are the same segment ({a}); a pair compares two segments")
@@ -671,6 +675,8 @@ def add_labels(data: FeedbackData, rows: Iterable[LabelRow], *, origin: dict[str
             else:
                 if len(row.safe) != K:
                     raise ValueError(f"safe has {len(row.safe)} values, the store has {K} thresholds")
+                if row.segment is None:
+                    raise ValueError("a safety row needs its segment")
                 s = res.resolve(row.segment)
                 key2 = (row.source, s)
                 if key2 in seen_segs:
