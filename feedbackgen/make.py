@@ -541,7 +541,7 @@ def _json_ok(v: Any) -> bool:
     return not (isinstance(v, float) and not math.isfinite(v))
 
 
-def open_source(cfg: MakeConfig, task: Task, *, source: Path | None = None,
+def open_source(cfg: MakeConfig, task: Task, *, source: str | Path | None = None,
                 progress: ProgressFn | None = None) -> tuple[Path, str, Trajectories]:
     """Locate, hash and lazily read the source of ``cfg`` (``source`` overrides ``cfg.source``)."""
     from feedbackgen.download import check_recorded_checksum
