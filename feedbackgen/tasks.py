@@ -118,7 +118,7 @@ def _dsrl_tasks() -> dict[str, Task]:
 
 
 def _shipped_tasks(folder: Path) -> dict[str, Task]:
-    tasks = {}
+    tasks: dict[str, Task] = {}
     if not folder.is_dir():
         return tasks
     for meta_path in sorted(folder.glob("*/dataset.json")):
