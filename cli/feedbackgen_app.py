@@ -412,11 +412,13 @@ def plot(
     from feedbackgen.plots import plot_source, plot_store
 
     with term.user_errors():
-        if (path is None) == (task is None):
+        if path is not None and task is None:
+            result = plot_store(path, out)
+        elif task is not None and path is None:
+            result = plot_source(task, out, source=source, download=not no_download)
+        else:
             raise FeedbackgenError("give either a store PATH or --task (with optional --source), not both "
                                    "or neither")
-        result = plot_store(path, out) if path is not None else plot_source(task, out, source=source,
-                                                                            download=not no_download)
     term.out().print(f"[green]wrote[/green] {result}")
 
 

@@ -54,15 +54,18 @@ def train_command(
         "--out", help="New run directory (never reused). Default: "
                       "runs/<store-name>-<algo>-k<K>-s<S>-<timestamp>.", show_default=False)] = None,
     preset: Annotated[str | None, typer.Option(
-        "--preset", help="full (the method's defaults) or quick (a few thousand steps, for demos and "
-                         "tests).", show_default=False)] = None,
+        "--preset", help="full (the method's defaults), quick (a few thousand steps, for demos and "
+                         "tests) or study (the benchmark study's); a preset sets only the keys the "
+                         "algorithm reads.", show_default=False)] = None,
     algo: Annotated[str | None, typer.Option(
         "--algo", help="Algorithm: presa (default), bc_all, ...", show_default=False)] = None,
     config: Annotated[Path | None, typer.Option(
-        "--config", help="YAML mapping of config keys (e.g. a run's config.yaml).",
+        "--config", help="YAML mapping of config keys the algorithm reads (or a run's config.yaml, "
+                         "of which it takes the keys the algorithm reads).",
         show_default=False)] = None,
     set_: Annotated[list[str] | None, typer.Option(
-        "--set", help="Override any config key: --set delta=0.95 --set hidden=[128,128].",
+        "--set", help="Set a config key the algorithm reads: --set delta=0.95 --set hidden=[128,128] "
+                      "(a key it does not read is an error listing the valid ones).",
         show_default=False)] = None,
     device: Annotated[str | None, typer.Option(
         "--device", help="cpu (default) or cuda.", show_default=False)] = None,

@@ -275,9 +275,13 @@ class Annotation:
         return {"store": self.store_id, "annotator": annotator, "done": len(active), "total": total,
                 "next": nxt, "can_undo": bool(active), "frame_ms": FRAME_MS}
 
-    def answer(self, annotator: str, pair: int, preference: str, safe_a: bool, safe_b: bool,
-               confidence: float | None = None) -> dict[str, Any]:
+    def answer(self, annotator: str, pair: object, preference: object, safe_a: object, safe_b: object,
+               confidence: object = None) -> dict[str, Any]:
         """Record one answer (journal line, fsynced) and return the new state.
+
+        The values may come straight from a request's JSON and are checked here: ``pair`` an int
+        index of a waiting pair, ``preference`` ``a``, ``b`` or ``equal``, ``safe_a``/``safe_b``
+        bools, ``confidence`` None or a number in [0, 1].
 
         Raises:
             FeedbackgenError: unknown pair, a pair already answered, or malformed values.
@@ -288,8 +292,11 @@ class Annotation:
             raise FeedbackgenError(f"preference must be a, b or equal, got {preference!r}")
         if not isinstance(safe_a, bool) or not isinstance(safe_b, bool):
             raise FeedbackgenError("mark both segments safe or unsafe")
-        if confidence is not None and not (isinstance(confidence, (int, float)) and 0 <= confidence <= 1):
-            raise FeedbackgenError(f"confidence must be in [0, 1], got {confidence!r}")
+        conf: float | None = None
+        if confidence is not None:
+            if not (isinstance(confidence, (int, float)) and 0 <= confidence <= 1):
+                raise FeedbackgenError(f"confidence must be in [0, 1], got {confidence!r}")
+            conf = float(confidence)
         with self.lock:
             todo, active = self._todo(annotator)
             if not isinstance(pair, int) or pair not in todo:
@@ -297,7 +304,7 @@ class Annotation:
                                        "reload the page")
             a, b = self.pairs[pair]
             now = time.time()
-            extra = {} if confidence is None else {"confidence": float(confidence)}
+            extra = {} if conf is None else {"confidence": conf}
             rows = [{"kind": "preference", "source": sid, "a": a, "b": b, "label": label, "time": now,
                      **extra}]
             judged = {int(r["segment"]) for o in active for r in o["rows"] if r.get("kind") == "safety"}
@@ -484,6 +491,7 @@ class AnnotateServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
+        assert isinstance(host, str)  # an AF_INET/AF_INET6 socket's address names its host as text
         return f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
 
     def server_close(self) -> None:

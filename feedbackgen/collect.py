@@ -94,11 +94,9 @@ def parse_policy(text: str) -> tuple[str, float]:
         try:
             share = float(tail)
         except ValueError:
-            share = None  # an '@' that is part of a path
-        if share is not None:
-            spec = head
+            pass  # an '@' that is part of a path: the whole text is the spec, with share 1
         else:
-            share = 1.0
+            spec = head
     parts = switch_parts(spec) or (spec,)
     for part in parts:
         kind = part.split(":", 1)[0]
@@ -351,20 +349,24 @@ class SB3Policy:
             data, _, _ = load_from_zip_file(path, device="cpu", load_data=True)
         except Exception as exc:  # noqa: BLE001 - any failure here means "not an sb3 model"
             raise FeedbackgenError(f"{path} is not a readable stable-baselines3 model ({exc})") from None
+        if data is None:  # a zip without the model's 'data' entry
+            raise FeedbackgenError(f"{path} is not a readable stable-baselines3 model "
+                                   "(the zip has no 'data' entry)")
         module = getattr(data.get("policy_class"), "__module__", "")
         algo_key = module.split(".")[1] if module.count(".") >= 2 else ""
         names = [self.ALGOS[algo_key]] if algo_key in self.ALGOS else ["PPO", "A2C"]
         errors = []
-        self.model = None
+        model = None
         for name in names:
             try:
-                self.model = getattr(sb3, name).load(path, device="cpu")
+                model = getattr(sb3, name).load(path, device="cpu")
                 break
             except Exception as exc:  # noqa: BLE001
                 errors.append(f"{name}: {exc}")
-        if self.model is None:
+        if model is None:
             raise FeedbackgenError(f"could not load {path} as a stable-baselines3 model "
                                    f"({'; '.join(errors)})")
+        self.model = model
         obs_shape = self.model.observation_space.shape
         act_shape = self.model.action_space.shape
         if obs_shape != (obs_dim,) or act_shape != (act_dim,):
@@ -429,8 +431,8 @@ def make_policy(spec: str, action_space, obs_dim: int):
         return RandomPolicy(action_space)
     if spec.startswith("idm:"):
         return IDMDriverPolicy(float(spec.split(":", 1)[1]))
-    kind, path = spec.split(":", 1)
-    path = Path(path).expanduser()
+    kind, path_text = spec.split(":", 1)
+    path = Path(path_text).expanduser()
     if not path.exists():
         raise FeedbackgenError(f"policy file {path} does not exist: check the path in '{spec}'")
     if kind == "sb3":

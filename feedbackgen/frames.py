@@ -52,7 +52,8 @@ def render_frame(env: Any, size: int = DEFAULT_FRAME_SIZE) -> np.ndarray:
 
     gym_env = getattr(getattr(env, "_backend", None), "env", None)
     inner = getattr(gym_env, "unwrapped", None)
-    if getattr(env, "family", None) != "bullet" or not hasattr(inner, "bc") or not hasattr(inner, "world"):
+    if (getattr(env, "family", None) != "bullet" or inner is None or not hasattr(inner, "bc")
+            or not hasattr(inner, "world")):
         raise FeedbackgenError(f"--record-frames renders bullet-safety-gym tasks only, not "
                                f"{getattr(env, 'env_id', env)}; collect without --record-frames")
     bc, cam = inner.bc, inner.world.camera

@@ -343,7 +343,7 @@ def _safe_labels(d: dict, thresholds: np.ndarray) -> tuple[list[int], bool]:
         return [s] * K, True
     if not per:
         raise ValueError("safe is missing (safe/unsafe, or one safe@κ per threshold)")
-    out = [None] * K
+    out: dict[int, int] = {}  # threshold index -> label
     for k, x in per.items():
         try:
             kappa = float(k[len("safe@"):])
@@ -355,10 +355,10 @@ def _safe_labels(d: dict, thresholds: np.ndarray) -> tuple[list[int], bool]:
             raise ValueError(f"{k}: the store has no threshold {kappa:g} (it has "
                              f"{', '.join(f'{t:g}' for t in thresholds)})")
         out[int(hit[0])] = _safe_value(x, k)
-    missing = [f"safe@{thresholds[i]:g}" for i, x in enumerate(out) if x is None]
+    missing = [f"safe@{thresholds[i]:g}" for i in range(K) if i not in out]
     if missing:
         raise ValueError(f"{', '.join(missing)} missing (give every threshold, or one safe judgement)")
-    return [int(x) for x in out], False
+    return [out[i] for i in range(K)], False
 
 
 def parse_record(d: dict, line: int, thresholds: np.ndarray, *, strict_keys: bool = True) -> LabelRow:
@@ -418,7 +418,7 @@ def _sniff_jsonl(path: Path, text: str) -> bool:
     return text.lstrip().startswith("{")
 
 
-def read_label_file(path: str | Path, thresholds: Sequence[float], *,
+def read_label_file(path: str | Path, thresholds: Sequence[float] | np.ndarray, *,
                     store_id: str | None = None) -> tuple[list[LabelRow], list[str], list[str]]:
     """Parse a label file (CSV, JSON lines, or an annotation journal).
 
@@ -611,6 +611,8 @@ class _Resolver:
             return ref.id
         E = self.ep_start.size
         e, off, length = ref.episode, ref.start, ref.length
+        if e is None or off is None or length is None:
+            raise ValueError(f"{ref.text()} needs a segment id, or all of episode, start and length")
         if not 0 <= e < E:
             raise ValueError(f"episode {e} is out of range (the store has {E} episodes, ids 0..{E - 1})")
         if length != self.H:
@@ -659,6 +661,8 @@ def add_labels(data: FeedbackData, rows: Iterable[LabelRow], *, origin: dict[str
     for row in rows:
         try:
             if row.kind == "preference":
+                if row.a is None or row.b is None:
+                    raise ValueError("a preference row needs both segments a and b")
                 a, b = res.resolve(row.a), res.resolve(row.b)
                 if a == b:
                     raise ValueError(f"a and b are the same segment ({a}); a pair compares two segments")
@@ -671,6 +675,8 @@ def add_labels(data: FeedbackData, rows: Iterable[LabelRow], *, origin: dict[str
             else:
                 if len(row.safe) != K:
                     raise ValueError(f"safe has {len(row.safe)} values, the store has {K} thresholds")
+                if row.segment is None:
+                    raise ValueError("a safety row needs its segment")
                 s = res.resolve(row.segment)
                 key2 = (row.source, s)
                 if key2 in seen_segs:
@@ -937,7 +943,7 @@ def source_statistics(data: FeedbackData) -> dict[str, Any]:
         entry: dict[str, Any] = {**s, "preferences": int(pm.sum()), "safety": int(sm.sum()),
                                  "single_judgements": int((single & sm).sum()),
                                  "preference_agreement": None, "safety_agreement": None}
-        if o is not None:
+        if opref is not None and osaf is not None:  # both read from the oracle group, if there is one
             entry["preference_agreement"] = preference_agreement(y[pm], opref[pm]) if pm.any() else None
             entry["safety_agreement"] = safety_agreement(lab[sm], osaf[sm])[0] if sm.any() else None
         out_sources.append(entry)

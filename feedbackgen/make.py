@@ -396,6 +396,8 @@ def build_feedback(cfg: MakeConfig, task: Task, traj: Trajectories, source: dict
 
     split = cfg.val_fraction > 0
     V, M_val = split_counts(P, M, cfg.val_fraction, safety_from_pairs=cfg.safety_from_pairs)
+    val_eps: np.ndarray | None = None  # episode ids of each side, with a split only
+    train_eps: np.ndarray | None = None
     if split:
         # whole episodes on each side; the last V pairs (segments P-V..P-1 and 2P-V..2P-1) are
         # drawn from the validation episodes, the others from the training episodes
@@ -410,7 +412,6 @@ def build_feedback(cfg: MakeConfig, task: Task, traj: Trajectories, source: dict
         val_ids = np.concatenate([np.arange(P - V, P), np.arange(2 * P - V, 2 * P)]).astype(np.int64)
     else:
         seg_ep, seg_start, seg_len = sample_segments(ep_start, ep_len, 2 * P, H, rng_seg)
-        val_eps = train_eps = None
         train_ids, val_ids = np.arange(2 * P, dtype=np.int64), np.zeros(0, np.int64)
     if cfg.safety_from_pairs:  # the first training pair segments, then the first validation ones
         safety_segment = np.concatenate([train_ids[:M - M_val], val_ids[:M_val]])
@@ -459,6 +460,10 @@ def build_feedback(cfg: MakeConfig, task: Task, traj: Trajectories, source: dict
         segment_return=segment_return,
     )
     params = cfg.content_params()
+    split_meta: dict[str, Any] = {}
+    if val_eps is not None and pref_split is not None:  # both are made exactly when there is a split
+        split_meta["split"] = split_record(cfg, val_eps, traj.n_episodes, int(np.count_nonzero(ep_len >= H)),
+                                           V, pref_split, M_val)
     metadata = {
         "schema_version": SCHEMA_VERSION,
         "label_convention": {"preference": "y = P(b > a): 1 b preferred, 0 a preferred, 0.5 equal",
@@ -478,8 +483,7 @@ def build_feedback(cfg: MakeConfig, task: Task, traj: Trajectories, source: dict
                    "shared_with_pairs": cfg.safety_from_pairs},
         "seed": cfg.seed,
         "config": cfg.to_dict(),
-        **({"split": split_record(cfg, val_eps, traj.n_episodes, int(np.count_nonzero(ep_len >= H)), V,
-                                  pref_split, M_val)} if split else {}),
+        **split_meta,
         "params": params,
         "toolkit_version": _toolkit_version(),
         "git_commit": git_commit(),
@@ -537,7 +541,7 @@ def _json_ok(v: Any) -> bool:
     return not (isinstance(v, float) and not math.isfinite(v))
 
 
-def open_source(cfg: MakeConfig, task: Task, *, source: Path | None = None,
+def open_source(cfg: MakeConfig, task: Task, *, source: str | Path | None = None,
                 progress: ProgressFn | None = None) -> tuple[Path, str, Trajectories]:
     """Locate, hash and lazily read the source of ``cfg`` (``source`` overrides ``cfg.source``)."""
     from feedbackgen.download import check_recorded_checksum

@@ -18,8 +18,8 @@ from feedbackgen._io import atomic_path
 from feedbackgen.errors import FeedbackgenError
 
 
-def plot_reward_cost(episode_reward: np.ndarray, episode_cost: np.ndarray, thresholds: Sequence[float],
-                     out: str | Path, *, title: str = "") -> Path:
+def plot_reward_cost(episode_reward: np.ndarray, episode_cost: np.ndarray,
+                     thresholds: Sequence[float] | np.ndarray, out: str | Path, *, title: str = "") -> Path:
     """Scatter episode reward (y) against episode cost (x), with a vertical line per threshold.
 
     Args:

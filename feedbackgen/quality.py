@@ -40,8 +40,11 @@ def preference_agreement(label: np.ndarray, oracle: np.ndarray) -> float | None:
     return float(np.mean(label[mask] == oracle[mask]))
 
 
-def safety_agreement(label: np.ndarray, oracle: np.ndarray) -> tuple[float | None, list[float | None]]:
+def safety_agreement(label: np.ndarray,
+                     oracle: np.ndarray) -> tuple[float, list[float]] | tuple[None, list[None]]:
     """Mean over thresholds of the share of safety labels equal to the oracle, and each threshold's.
+
+    Without safety rows both are None: ``(None, [None] * K)``.
 
     Example:
         >>> safety_agreement(np.array([[1, 0], [1, 1]]), np.array([[1, 0], [0, 1]]))
@@ -88,7 +91,7 @@ def compute_quality(*, pref_a: np.ndarray, pref_b: np.ndarray, pref_label: np.nd
     """
     pref_label = np.asarray(pref_label, dtype=np.float64)
     safety_label = np.asarray(safety_label)
-    thresholds = [float(t) for t in np.asarray(thresholds).reshape(-1)]
+    kappas = [float(t) for t in np.asarray(thresholds).reshape(-1)]
     n_pairs = int(pref_label.shape[0])
     requested = int(n_pairs_requested if n_pairs_requested is not None else n_pairs)
     q: dict[str, Any] = {
@@ -96,9 +99,9 @@ def compute_quality(*, pref_a: np.ndarray, pref_b: np.ndarray, pref_label: np.nd
         "n_safety": int(safety_label.shape[0]), "n_segments": int(np.asarray(segment_episode).shape[0]),
         "skip_rate": float(1.0 - n_pairs / requested) if requested else 0.0,
         "label_tie_rate": float(np.mean(pref_label == 0.5)) if n_pairs else 0.0,
-        "thresholds": thresholds,
+        "thresholds": kappas,
         "safe_fraction": [float(x) for x in np.mean(safety_label == 1, axis=0)] if safety_label.size else
-        [None] * len(thresholds),
+        [None] * len(kappas),
     }
     if oracle_pref_label is not None:
         oracle_pref_label = np.asarray(oracle_pref_label, dtype=np.float64)
@@ -112,11 +115,11 @@ def compute_quality(*, pref_a: np.ndarray, pref_b: np.ndarray, pref_label: np.nd
         q["safety_agreement"] = mean
         q["safety_agreement_per_threshold"] = per
         q["oracle_safe_fraction"] = ([float(x) for x in np.mean(np.asarray(oracle_safety_label) == 1, axis=0)]
-                                     if safety_label.size else [None] * len(thresholds))
+                                     if safety_label.size else [None] * len(kappas))
     else:
         q["safety_agreement"] = None
-        q["safety_agreement_per_threshold"] = [None] * len(thresholds)
-        q["oracle_safe_fraction"] = [None] * len(thresholds)
+        q["safety_agreement_per_threshold"] = [None] * len(kappas)
+        q["oracle_safe_fraction"] = [None] * len(kappas)
     counts = np.bincount(np.asarray(segment_episode, dtype=np.int64), minlength=int(n_episodes))
     q["segments_per_episode"] = {
         "mean": float(counts.mean()) if counts.size else 0.0,

@@ -150,7 +150,7 @@ def segment_thresholds(thresholds: Any, length: int, max_episode_steps: int, rul
 
 def label_safety(
     cost_windows: np.ndarray,
-    thresholds: Sequence[float],
+    thresholds: Sequence[float] | np.ndarray,
     spec: SafetySpec,
     *,
     max_episode_steps: int,
@@ -187,9 +187,9 @@ def label_safety(
         )
     n_seg, length = cost_windows.shape
     kappa_seg = segment_thresholds(thresholds, length, max_episode_steps, spec.rule)
-    u = rng.random(n_seg)
+    u = rng.random((n_seg,))
 
-    cost = np.sum(cost_windows, axis=1, dtype=np.float64)
+    cost: np.ndarray = cost_windows.sum(axis=1, dtype=np.float64)
     if not np.isfinite(cost).all():
         raise FeedbackgenError("cost windows contain NaN or infinite values; check the source's costs")
     if spec.rule == "zero":

@@ -388,12 +388,12 @@ def locate_source(task: Task, source: str | Path | None = None, *, download: boo
             downloaded (names the file, the cache folder and ``--source``).
     """
     if source is not None:
-        p = Path(source).expanduser()
-        if not p.is_file():
-            raise FeedbackgenError(f"source file {p} does not exist; pass an existing file with --source")
-        return p
+        given = Path(source).expanduser()
+        if not given.is_file():
+            raise FeedbackgenError(f"source file {given} does not exist; pass an existing file with --source")
+        return given
     kind, p = source_status(task)
-    if kind in ("shipped", "cache"):
+    if kind in ("shipped", "cache") and p is not None:  # source_status names a path for these kinds
         return p
     if task.origin == "shipped":
         raise FeedbackgenError(f"the data file {p} of shipped dataset {task.name} is missing; restore it "

@@ -89,7 +89,11 @@ class Task:
 
 
 def datasets_dir() -> Path:
-    """Folder of the shipped datasets: ``$FEEDBACKGEN_DATASETS_DIR`` or ``<repo>/datasets``."""
+    """Folder of the shipped datasets: ``$FEEDBACKGEN_DATASETS_DIR`` or ``<repo>/datasets``.
+
+    ``<repo>/datasets`` exists in a clone (and in an editable install of it); an installed wheel does
+    not carry the datasets, so there the variable must name a clone's ``datasets/`` folder.
+    """
     env = os.environ.get("FEEDBACKGEN_DATASETS_DIR")
     if env:
         return Path(env)
@@ -114,7 +118,7 @@ def _dsrl_tasks() -> dict[str, Task]:
 
 
 def _shipped_tasks(folder: Path) -> dict[str, Task]:
-    tasks = {}
+    tasks: dict[str, Task] = {}
     if not folder.is_dir():
         return tasks
     for meta_path in sorted(folder.glob("*/dataset.json")):
@@ -155,4 +159,10 @@ def get_task(name: str) -> Task:
             return t
     close = difflib.get_close_matches(name, list(tasks), n=3)
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    folder = datasets_dir()
+    if not folder.is_dir():
+        raise FeedbackgenError(
+            f"unknown task '{name}'{hint}; the shipped datasets (the *-mini tasks) were not found: {folder} "
+            "does not exist. Set FEEDBACKGEN_DATASETS_DIR to the datasets/ folder of a clone of the "
+            "repository (an installed wheel does not carry them)")
     raise FeedbackgenError(f"unknown task '{name}'{hint}; `feedbackgen tasks` lists the known tasks")

@@ -210,7 +210,7 @@ def segment_returns(rewards: np.ndarray, gamma: float = 1.0) -> np.ndarray:
     """
     rewards = np.asarray(rewards)
     if gamma == 1.0:
-        return np.sum(rewards, axis=1, dtype=np.float64)
+        return rewards.sum(axis=1, dtype=np.float64)
     weights = float(gamma) ** np.arange(rewards.shape[1] - 1, -1, -1, dtype=np.float64)
     return rewards @ weights
 

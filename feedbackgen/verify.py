@@ -193,8 +193,8 @@ def validate_store(path: str | Path) -> ValidationReport:
                      for lo in range(0, rows, SCAN_CHUNK_ROWS))
         check(finite, f"transitions/{name} has NaN or inf values")
 
-    if has_oracle:
-        o = data.oracle
+    o = data.oracle
+    if o is not None:
         rewards, costs = _values(o.rewards), _values(o.costs)
         if check(bool(np.isfinite(rewards).all() and np.isfinite(costs).all()),
                  "oracle/rewards or oracle/costs has NaN or inf values"):
@@ -257,7 +257,7 @@ def _check_optional(data: Any, check: Any, *, N: int, P: int, M: int, K: int) ->
             isinstance(s, dict) and isinstance(s.get("id"), str) and s.get("kind") in ("teacher", "human")
             for s in sources), "metadata label_sources must be a list of {id, kind: teacher|human} "
                                f"when {group}/source is present")
-        if ok_meta:
+        if ok_meta and isinstance(sources, list):  # ok_meta says it is a list
             check(len({s["id"] for s in sources}) == len(sources), "metadata label_sources has repeated ids")
             src = _values(present[f"{group}/source"]).astype(np.int64)
             check(bool(((src >= 0) & (src < len(sources))).all()),
@@ -306,7 +306,7 @@ def _check_split(data: Any, check: Any, *, P: int, M: int, E: int, S: int) -> No
     val_eps = meta.get("val_episodes") if isinstance(meta, dict) else None
     if not check(isinstance(val_eps, list) and all(isinstance(e, int) and 0 <= e < E for e in val_eps),
                  "metadata split.val_episodes must list episode ids in [0, episodes) when preferences/split "
-                 "is present") or not ok:
+                 "is present") or not ok or not isinstance(meta, dict):  # a dict once val_episodes is a list
         return
     pv, sv = (_values(x).astype(bool) for x in (data.pref_split, data.safety_split))
     check(meta.get("n_val_pairs") == int(pv.sum()) and meta.get("n_val_safety") == int(sv.sum()),

@@ -1,17 +1,32 @@
-"""Training configuration: one frozen dataclass, resolved from layered sources.
+"""Training configuration: a frozen dataclass per algorithm, resolved from layered sources.
 
 Precedence, lowest first::
 
     field defaults  <  suite defaults (from the store's task)  <  preset (quick|full|study)
                     <  --config file.yaml  <  explicit CLI options and --set key=value
 
-Every option of the method (``docs/method.md``) is a field of :class:`TrainConfig`; the
-resolved config is written as ``config.yaml`` into every run directory and into every checkpoint.
+Every option of the method (``docs/method.md``) is a field of :class:`TrainConfig`, PreSa's
+config, which reads them all. Every algorithm has its own frozen config dataclass holding only the
+keys it reads: the shared ones of :class:`BaseConfig` (steps, BC batch, learning rate, seed,
+threads, policy network, logging, ...) and the ones it declares next to its class
+(``settings`` in ``presa/algos/<name>.py``; :func:`algorithm_config` builds the class with
+TrainConfig's types, defaults and checks). A key the run's algorithm does not read is one error
+line listing the keys it does (:func:`check_keys`), whether it comes from ``--set``, a config file
+or a library call. Suite defaults and presets are recipes for every algorithm: they set only the
+keys the run's algorithm reads.
+
+The resolved config is written as ``config.yaml`` into every run directory and into every
+checkpoint. Run directories of earlier versions hold every key of TrainConfig whatever their
+algorithm; :func:`saved_config` reads them (the keys their algorithm did not read had no effect on
+the run and are dropped).
 
 Example:
     >>> cfg = resolve_config(suite="bullet", preset="quick", overrides={"threshold": 20, "seed": 1})
     >>> cfg.alpha, cfg.threshold, cfg.total_steps > cfg.bc_steps
     (0.2, 20.0, True)
+    >>> bc = resolve_config(suite="bullet", preset="study", overrides={"algo": "bc_safe"})
+    >>> type(bc).__name__, "nu_lr" in bc.valid_keys(), "nu_lr" in cfg.valid_keys()
+    ('BCSafeConfig', False, True)
 """
 
 from __future__ import annotations
@@ -53,6 +68,8 @@ SUITE_DEFAULTS: dict[str, dict[str, Any]] = {
 # It runs on one thread: on a shared or oversubscribed CPU two OpenMP threads were 5× slower here
 # (BallRun-mini quick run: 38 s CPU with 1 thread, 242 s with 2 at load 12), and one thread gives
 # the same numbers on any machine.
+# Suite defaults and presets are recipes for every algorithm: a run takes from them only the keys
+# its algorithm reads (``bc_safe --preset study`` leaves out nu_lr, bc_steps, pair_batch, ...).
 PRESET_VALUES: dict[str, dict[str, Any]] = {
     "full": {},
     "quick": {"total_steps": 2_000, "bc_steps": 1_000, "pair_batch": 32, "safety_batch": 32,
@@ -72,14 +89,24 @@ PRESET_VALUES: dict[str, dict[str, Any]] = {
 # Options that may change when a run is resumed (they do not change the math of a step).
 RESUME_MUTABLE = ("total_steps", "log_every", "checkpoint_every")
 
-# Options added after runs were made with another behaviour than their default: a run directory's
-# config.yaml without the key was made with this value (see :func:`run_config`).
-LEGACY_VALUES: dict[str, Any] = {"safety_draw": "independent"}
+# Every key, in the order config.yaml lists them (the order of the one flat config of earlier versions).
+KEYS = ("algo", "threshold", "seed", "device", "threads", "precision", "alpha", "gamma", "eta", "delta",
+        "delta_fraction", "delta_margin", "beta_safe", "lambda_cb", "beta_s", "zref_mode", "zref_momentum",
+        "zref_clamp", "nu_init", "nu_lr", "nu_max", "nu_rule", "pid_kp", "pid_kd", "bc_steps", "total_steps",
+        "pair_batch", "safety_batch", "safety_draw", "bc_batch", "policy", "hidden", "dropout", "lr",
+        "align_lr", "warmup_steps", "log_every", "checkpoint_every", "label_sources")
+
+# Keys added after runs were saved without them, with the value that reproduces such a run where
+# that is not today's default: a saved config.yaml without the key was made with this value
+# (:func:`saved_config`). Only keys the run's algorithm reads are applied.
+KEYS_ADDED_LATER: dict[str, Any] = {"safety_draw": "independent"}
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """Every option of a training run. Immutable; validated on construction.
+class BaseConfig:
+    """The settings every algorithm reads (the trainer, the data, the policy network and its
+    optimiser). Immutable; validated on construction. Each algorithm's config class adds the keys
+    it reads beyond these (:func:`algorithm_config`; :class:`TrainConfig` has them all).
 
     Attributes:
         algo: registered algorithm name (``presa``, ``bc_all``, ...; see ``presa.algos``).
@@ -95,8 +122,82 @@ class TrainConfig:
             what was asked, and why, in ``run.json``), so a resumed run keeps it on any machine.
             bf16 and fp32 runs reach the same evaluation results within the seed spread
             (``results/precision``).
-        alpha: temperature α > 0 of the segment score S_θ.
-        gamma: within-segment discount γ ∈ (0, 1].
+        alpha: temperature α > 0 of the segment score S_θ (and of the held-out ``val/`` scores of
+            every algorithm).
+        gamma: within-segment discount γ ∈ (0, 1] (segment scores, held-out scores included).
+        total_steps: all gradient steps, BC included.
+        bc_batch: transitions per behaviour-cloning step (per RL step for ``two_stage``).
+        policy: ``deterministic`` (tanh MLP, log π = −‖μ − a‖²) or ``gaussian`` (tanh-squashed).
+        hidden: hidden layer sizes of the policy MLP (and of ``two_stage``'s models and critics).
+        dropout: dropout probability on hidden layers, in [0, 1).
+        lr: Adam learning rate of the BC phase (of every step for the BC baselines and ``two_stage``).
+        log_every: steps between metric records (metrics are averaged over the interval).
+        checkpoint_every: steps between periodic checkpoints (0: final checkpoint only).
+        label_sources: which labels to train on, by source (``feedbackgen.labels.select_sources``):
+            ``all`` (default), the kinds ``human`` / ``teacher``, or source ids (``human:alice``).
+    """
+
+    algo: str = "presa"
+    threshold: float | None = None
+    seed: int = 0
+    device: str = "cpu"
+    threads: int = 0
+    precision: str = "auto"
+    alpha: float = 0.2
+    gamma: float = 0.99
+    total_steps: int = 100_000
+    bc_batch: int = 1024
+    policy: str = "deterministic"
+    hidden: tuple[int, ...] = field(default=(256, 256))
+    dropout: float = 0.25
+    lr: float = 1e-4
+    log_every: int = 100
+    checkpoint_every: int = 10_000
+    label_sources: tuple[str, ...] = ("all",)
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    @classmethod
+    def valid_keys(cls) -> tuple[str, ...]:
+        """The keys of this config class, in :data:`KEYS` order."""
+        names = {f.name for f in fields(cls)}
+        return tuple(k for k in KEYS if k in names)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, YAML-able values (tuples become lists), in :data:`KEYS` order."""
+        out = {k: getattr(self, k) for k in self.valid_keys()}
+        out["hidden"] = list(self.hidden)
+        out["label_sources"] = list(self.label_sources)
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> BaseConfig:
+        """Build from a mapping of field names, coercing strings/lists to field types.
+
+        Raises:
+            FeedbackgenError: keys this class does not have (one line listing the valid ones), bad
+                types or bad values.
+        """
+        _check(values, cls.valid_keys(), str(values.get("algo") or _default_algo(cls)))
+        return cls(**{k: _coerce(k, v) for k, v in values.items()})
+
+    def replace(self, **changes: Any) -> BaseConfig:
+        """A copy with ``changes`` applied (and validated)."""
+        _check(changes, self.valid_keys(), self.algo)
+        return dataclasses.replace(self, **{k: _coerce(k, v) for k, v in changes.items()})
+
+
+#: the keys every algorithm reads (the fields of :class:`BaseConfig`).
+SHARED_KEYS = BaseConfig.valid_keys()
+
+
+@dataclass(frozen=True)
+class TrainConfig(BaseConfig):
+    """Every option of a training run: PreSa's config, and the one definition (type, default,
+    checks) of each key that some algorithm reads beyond :class:`BaseConfig`'s.
+
+    Attributes:
         eta: weight ratio η > 0 of unsafe to safe segments in g_θ.
         delta: constraint level δ ∈ (0, 1) of g_θ ≥ δ; None (default): chosen from the store's
             attainable ceiling of g_θ, δ = ½ + delta_fraction·(ceiling − ½) (presa.ceiling). A given
@@ -123,7 +224,6 @@ class TrainConfig:
         pid_kp: proportional gain of the PID rule.
         pid_kd: derivative gain of the PID rule.
         bc_steps: behaviour-cloning steps (phase 1), counted within ``total_steps``.
-        total_steps: all gradient steps, BC included.
         pair_batch: preference pairs per alignment step.
         safety_batch: safety-labelled segments per alignment step.
         safety_draw: how PreSa draws the safety batch. ``pairs`` (default): when the store's safety
@@ -131,28 +231,12 @@ class TrainConfig:
             default), the safety rows of the step's pairs — each row is still uniform over the safety
             table, and the step runs each distinct segment through the network once;
             otherwise, and with ``independent``, drawn on their own (what runs made before this
-            option did).
-        bc_batch: transitions per behaviour-cloning step.
-        policy: ``deterministic`` (tanh MLP, log π = −‖μ − a‖²) or ``gaussian`` (tanh-squashed).
-        hidden: hidden layer sizes of the policy MLP.
-        dropout: dropout probability on hidden layers, in [0, 1).
-        lr: Adam learning rate of the BC phase.
+            option did; a saved config without the key reads as ``independent``,
+            :data:`KEYS_ADDED_LATER`).
         align_lr: learning rate of the alignment phase, reached after the warm-up.
         warmup_steps: linear warm-up from 0 to ``align_lr`` after BC (0: no warm-up).
-        log_every: steps between metric records (metrics are averaged over the interval).
-        checkpoint_every: steps between periodic checkpoints (0: final checkpoint only).
-        label_sources: which labels to train on, by source (``feedbackgen.labels.select_sources``):
-            ``all`` (default), the kinds ``human`` / ``teacher``, or source ids (``human:alice``).
     """
 
-    algo: str = "presa"
-    threshold: float | None = None
-    seed: int = 0
-    device: str = "cpu"
-    threads: int = 0
-    precision: str = "auto"
-    alpha: float = 0.2
-    gamma: float = 0.99
     eta: float = 1.0
     delta: float | None = None
     delta_fraction: float = 0.5
@@ -170,63 +254,148 @@ class TrainConfig:
     pid_kp: float = 10.0
     pid_kd: float = 0.0
     bc_steps: int = 30_000
-    total_steps: int = 100_000
     pair_batch: int = 96
     safety_batch: int = 96
     safety_draw: str = "pairs"
-    bc_batch: int = 1024
-    policy: str = "deterministic"
-    hidden: tuple[int, ...] = field(default=(256, 256))
-    dropout: float = 0.25
-    lr: float = 1e-4
     align_lr: float = 1e-5
     warmup_steps: int = 10_000
-    log_every: int = 100
-    checkpoint_every: int = 10_000
-    label_sources: tuple[str, ...] = ("all",)
 
-    def __post_init__(self) -> None:
-        _validate(self)
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain, YAML-able values (tuples become lists)."""
-        out = dataclasses.asdict(self)
-        out["hidden"] = list(self.hidden)
-        out["label_sources"] = list(self.label_sources)
-        return out
+if set(TrainConfig.valid_keys()) != set(KEYS) or len(KEYS) != len(fields(TrainConfig)):  # pragma: no cover
+    raise RuntimeError("presa.config.KEYS must list every TrainConfig field once")
 
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        """Build from a mapping of field names, coercing strings/lists to field types.
 
-        Raises:
-            FeedbackgenError: unknown keys (with the closest names), bad types or bad values.
-        """
-        check_keys(values)
-        return cls(**{k: _coerce(k, v) for k, v in values.items()})
+def algorithm_config(algo: str, keys: tuple[str, ...] | list[str] = (), *,
+                     class_name: str | None = None) -> type[BaseConfig]:
+    """The frozen config dataclass (named ``class_name``) of algorithm ``algo``: the shared keys and
+    ``keys`` (any of :data:`KEYS`), each with :class:`TrainConfig`'s type, default and checks; its
+    ``algo`` defaults to ``algo``. :func:`presa.algos.register` calls it with the algorithm's
+    ``settings``.
 
-    def replace(self, **changes: Any) -> TrainConfig:
-        """A copy with ``changes`` applied (and validated)."""
-        check_keys(changes)
-        return dataclasses.replace(self, **{k: _coerce(k, v) for k, v in changes.items()})
+    Raises:
+        ValueError: a key that is not a TrainConfig field (a programming error).
+    """
+    unknown = sorted(set(keys) - set(KEYS))
+    if unknown:
+        raise ValueError(f"{algo}: {', '.join(unknown)} are not TrainConfig fields; add them there first")
+    spec = {f.name: f for f in fields(TrainConfig)}
+    hints = typing.get_type_hints(TrainConfig)
+    own = [k for k in KEYS if k in set(keys) and k not in SHARED_KEYS]
+    specs: list[tuple[str, Any, Any]] = [("algo", str, field(default=algo))]
+    specs += [(k, hints[k], field(default=spec[k].default)) for k in own]
+    doc = (f"The settings of algorithm {algo!r}: the shared ones (BaseConfig)"
+           + (f" and {', '.join(own)}" if own else "") + "; every key is documented in TrainConfig.")
+    name = class_name or "".join(part.title() for part in algo.split("_")) + "Config"
+    return dataclasses.make_dataclass(name, specs, bases=(BaseConfig,), frozen=True,
+                                      namespace={"__doc__": doc})
+
+
+def _default_algo(cls: type[BaseConfig]) -> str:
+    return str(cls.__dataclass_fields__["algo"].default)
+
+
+def config_class(algo: str) -> type[BaseConfig]:
+    """The config class registered with algorithm ``algo``.
+
+    Raises:
+        FeedbackgenError: unknown algorithm, listing the available ones.
+    """
+    from presa.algos import get_algorithm
+
+    return get_algorithm(algo).config_class
+
+
+def valid_keys(algo: str) -> tuple[str, ...]:
+    """The keys algorithm ``algo`` reads (:data:`KEYS` order); every other key is an error for it."""
+    return config_class(algo).valid_keys()
+
+
+def applicable(values: dict[str, Any], algo: str) -> dict[str, Any]:
+    """The entries of ``values`` whose keys algorithm ``algo`` reads (how suite defaults, presets,
+    grid-wide sweep options and saved configs are applied to it)."""
+    keys = valid_keys(algo)
+    return {k: v for k, v in values.items() if k in keys}
 
 
 def field_names() -> list[str]:
-    return [f.name for f in fields(TrainConfig)]
+    """Every key of any algorithm (:data:`KEYS`)."""
+    return list(KEYS)
 
 
-def check_keys(values: dict[str, Any]) -> None:
-    """Raise one clear error for keys that are not TrainConfig fields, naming the closest ones."""
-    names = field_names()
-    unknown = [k for k in values if k not in names]
-    if not unknown:
+def check_keys(values: dict[str, Any], algo: str | None = None) -> None:
+    """Raise one clear error for keys that algorithm ``algo`` does not read (None: that no algorithm
+    reads), naming the closest valid ones or the algorithms that do read them, and listing the valid
+    keys."""
+    _check(values, KEYS if algo is None else valid_keys(algo), algo)
+
+
+def _check(values: dict[str, Any], valid: tuple[str, ...], algo: str | None) -> None:
+    bad = [k for k in values if k not in valid]
+    if not bad:
         return
     parts = []
-    for k in unknown:
-        close = difflib.get_close_matches(str(k), names, n=3, cutoff=0.5)
-        parts.append(f"'{k}'" + (f" (did you mean {', '.join(close)}?)" if close else ""))
-    raise FeedbackgenError(f"unknown config key{'s' if len(unknown) > 1 else ''} {'; '.join(parts)}; "
-                           f"valid keys: {', '.join(names)}")
+    for k in bad:
+        users = _readers(k) if k in KEYS else []
+        if users:
+            parts.append(f"'{k}' (only {', '.join(users)} read it)")
+        else:
+            close = difflib.get_close_matches(str(k), valid, n=3, cutoff=0.5)
+            parts.append(f"'{k}'" + (f" (did you mean {', '.join(close)}?)" if close else ""))
+    where = f" for algorithm {algo}" if algo is not None else ""
+    raise FeedbackgenError(f"unknown config key{'s' if len(bad) > 1 else ''} {'; '.join(parts)}{where}; "
+                           f"valid keys: {', '.join(valid)}")
+
+
+def _readers(key: str) -> list[str]:
+    from presa.algos import ALGORITHMS
+
+    return sorted(name for name, cls in ALGORITHMS.items() if key in cls.config_class.valid_keys())
+
+
+def is_saved_config(values: dict[str, Any]) -> bool:
+    """Whether ``values`` is a resolved config as runs save it (``config.yaml``, by this version or an
+    earlier one): it holds every shared key. Hand-written config files set a few keys."""
+    return set(SHARED_KEYS) <= set(values)
+
+
+def saved_config(values: dict[str, Any]) -> BaseConfig:
+    """A run's saved config (its ``config.yaml``) as an instance of its algorithm's config class.
+
+    Earlier versions saved every key of :class:`TrainConfig` whatever the algorithm; the keys the
+    run's algorithm does not read had no effect on it and are dropped. A key the run predates takes
+    the value the run was made with (:data:`KEYS_ADDED_LATER`: no ``safety_draw`` reads as
+    ``independent``), not today's default; ``precision`` is what the run recorded (what ``auto``
+    resolved to on its machine), so a resumed run keeps it.
+
+    Example:
+        >>> old = {**TrainConfig(threshold=4.0).to_dict(), "precision": "fp32"}
+        >>> del old["safety_draw"]
+        >>> saved_config(old).safety_draw, saved_config({**old, "algo": "bc_all"}).precision
+        ('independent', 'fp32')
+
+    Raises:
+        FeedbackgenError: an unknown algorithm, a key no algorithm reads, or a bad value.
+    """
+    check_keys(values)
+    algo = str(values.get("algo") or "presa")
+    return config_class(algo).from_dict(applicable({**KEYS_ADDED_LATER, **values}, algo))
+
+
+def for_algorithm(cfg: BaseConfig) -> BaseConfig:
+    """``cfg`` as an instance of its algorithm's config class (``cfg`` itself if it is one).
+
+    A config of another class, e.g. a :class:`TrainConfig` (every key) built for a baseline, is
+    converted; a key the algorithm does not read must then hold its default, else it is the
+    unknown-key error of :func:`check_keys`.
+    """
+    cls = config_class(cfg.algo)
+    if isinstance(cfg, cls):
+        return cfg
+    values = cfg.to_dict()
+    defaults = TrainConfig().to_dict()
+    check_keys({k: v for k, v in values.items() if k not in cls.valid_keys() and v != defaults.get(k)},
+               cfg.algo)
+    return cls.from_dict(applicable(values, cfg.algo))
 
 
 def _field_type(name: str) -> Any:
@@ -301,12 +470,15 @@ def _type_name(tp: Any) -> str:
     return {int: "an integer", float: "a number", str: "a string", bool: "true/false"}.get(tp, str(tp))
 
 
-def _validate(c: TrainConfig) -> None:
+def _validate(c: BaseConfig) -> None:
+    """The checks of every key ``c`` has (a config class has only its algorithm's keys)."""
+    has = set(type(c).valid_keys())
+
     def bad(msg: str) -> None:
         raise FeedbackgenError(msg)
 
     def choice(name: str, allowed: tuple[str, ...]) -> None:
-        if getattr(c, name) not in allowed:
+        if name in has and getattr(c, name) not in allowed:
             bad(f"{name} must be one of {', '.join(allowed)}, got {getattr(c, name)!r}")
 
     def finite(name: str) -> float:
@@ -315,43 +487,50 @@ def _validate(c: TrainConfig) -> None:
             bad(f"{name} must be a finite number, got {v!r}")
         return float(v)
 
+    def get(name: str) -> Any:
+        return getattr(c, name) if name in has else None
+
     for name in ("alpha", "gamma", "eta", "delta_fraction", "delta_margin", "lambda_cb", "beta_s",
                  "zref_momentum", "nu_init", "nu_lr", "nu_max", "pid_kp", "pid_kd", "dropout", "lr",
                  "align_lr"):
-        finite(name)
-    if c.delta is not None and (finite("delta") <= 0.0 or c.delta >= 1.0):
+        if name in has:
+            finite(name)
+    if get("delta") is not None and (finite("delta") <= 0.0 or c.delta >= 1.0):
         bad(f"delta must be in (0, 1) (the constraint is g_θ ≥ δ with g_θ ∈ (0, 1)), got {c.delta:g}; "
             "leave it unset for the default from the store's ceiling, or use e.g. --set delta=0.7")
-    if not 0.0 < c.delta_fraction < 1.0:
+    if "delta_fraction" in has and not 0.0 < c.delta_fraction < 1.0:
         bad(f"delta_fraction must be in (0, 1), got {c.delta_fraction:g}")
-    if c.beta_safe is not None and (finite("beta_safe") <= 0.0):
+    if get("beta_safe") is not None and (finite("beta_safe") <= 0.0):
         bad(f"beta_safe must be > 0, got {c.beta_safe:g}")
-    if c.delta_margin < 0.0:
+    if "delta_margin" in has and c.delta_margin < 0.0:
         bad(f"delta_margin must be >= 0, got {c.delta_margin:g}")
     if c.alpha <= 0:
         bad(f"alpha must be > 0, got {c.alpha:g}")
     if not 0.0 < c.gamma <= 1.0:
         bad(f"gamma must be in (0, 1], got {c.gamma:g}")
-    if c.eta <= 0:
+    if "eta" in has and c.eta <= 0:
         bad(f"eta must be > 0, got {c.eta:g}")
-    if not 0.0 < c.lambda_cb <= 1.0:
+    if "lambda_cb" in has and not 0.0 < c.lambda_cb <= 1.0:
         bad(f"lambda_cb must be in (0, 1], got {c.lambda_cb:g}")
-    if c.beta_s <= 0:
+    if "beta_s" in has and c.beta_s <= 0:
         bad(f"beta_s must be > 0, got {c.beta_s:g}")
-    if not 0.0 <= c.zref_momentum < 1.0:
+    if "zref_momentum" in has and not 0.0 <= c.zref_momentum < 1.0:
         bad(f"zref_momentum must be in [0, 1), got {c.zref_momentum:g}")
-    if c.nu_max <= 0:
+    if "nu_max" in has and c.nu_max <= 0:
         bad(f"nu_max must be > 0, got {c.nu_max:g}")
-    if not 0.0 <= c.nu_init <= c.nu_max:
-        bad(f"nu_init must be in [0, nu_max={c.nu_max:g}], got {c.nu_init:g}")
-    if c.nu_lr <= 0:
+    if "nu_init" in has:
+        if "nu_max" in has and not 0.0 <= c.nu_init <= c.nu_max:
+            bad(f"nu_init must be in [0, nu_max={c.nu_max:g}], got {c.nu_init:g}")
+        if c.nu_init < 0.0:
+            bad(f"nu_init must be ≥ 0, got {c.nu_init:g}")
+    if "nu_lr" in has and c.nu_lr <= 0:
         bad(f"nu_lr must be > 0, got {c.nu_lr:g}")
-    if c.pid_kp < 0 or c.pid_kd < 0:
+    if ("pid_kp" in has and c.pid_kp < 0) or ("pid_kd" in has and c.pid_kd < 0):
         bad("pid_kp and pid_kd must be ≥ 0")
     if not 0.0 <= c.dropout < 1.0:
         bad(f"dropout must be in [0, 1), got {c.dropout:g}")
-    if c.lr <= 0 or c.align_lr <= 0:
-        bad("lr and align_lr must be > 0")
+    if c.lr <= 0 or ("align_lr" in has and c.align_lr <= 0):
+        bad("lr and align_lr must be > 0" if "align_lr" in has else f"lr must be > 0, got {c.lr:g}")
     choice("zref_mode", ZREF_MODES)
     choice("nu_rule", NU_RULES)
     choice("policy", POLICY_KINDS)
@@ -359,21 +538,25 @@ def _validate(c: TrainConfig) -> None:
     choice("safety_draw", SAFETY_DRAWS)
     for name in ("seed", "threads", "bc_steps", "total_steps", "pair_batch", "safety_batch", "bc_batch",
                  "warmup_steps", "log_every", "checkpoint_every"):
-        v = getattr(c, name)
-        if not isinstance(v, int) or isinstance(v, bool):
+        v = get(name)
+        if name in has and (not isinstance(v, int) or isinstance(v, bool)):
             bad(f"{name} must be an integer, got {v!r}")
     if c.threads < 0:
         bad(f"threads must be ≥ 0 (0: torch's default), got {c.threads}")
     if c.seed < 0:
         bad(f"seed must be ≥ 0, got {c.seed}")
-    if c.total_steps < 1 or c.bc_steps < 0 or c.bc_steps > c.total_steps:
-        bad(f"need 0 ≤ bc_steps ≤ total_steps and total_steps ≥ 1, got bc_steps={c.bc_steps}, "
-            f"total_steps={c.total_steps}")
+    if "bc_steps" in has:
+        if c.total_steps < 1 or c.bc_steps < 0 or c.bc_steps > c.total_steps:
+            bad(f"need 0 ≤ bc_steps ≤ total_steps and total_steps ≥ 1, got bc_steps={c.bc_steps}, "
+                f"total_steps={c.total_steps}")
+    elif c.total_steps < 1:
+        bad(f"total_steps must be ≥ 1, got {c.total_steps}")
     for name in ("pair_batch", "safety_batch", "bc_batch", "log_every"):
-        if getattr(c, name) < 1:
+        if name in has and getattr(c, name) < 1:
             bad(f"{name} must be ≥ 1, got {getattr(c, name)}")
-    if c.warmup_steps < 0 or c.checkpoint_every < 0:
-        bad("warmup_steps and checkpoint_every must be ≥ 0")
+    if ("warmup_steps" in has and c.warmup_steps < 0) or c.checkpoint_every < 0:
+        bad("warmup_steps and checkpoint_every must be ≥ 0" if "warmup_steps" in has
+            else f"checkpoint_every must be ≥ 0, got {c.checkpoint_every}")
     if not c.hidden or any((not isinstance(h, int)) or h < 1 for h in c.hidden):
         bad(f"hidden must be a non-empty list of positive integers, got {list(c.hidden)!r}")
     if not c.label_sources or any(not isinstance(s, str) or not s.strip() for s in c.label_sources):
@@ -392,7 +575,8 @@ def parse_set(items: list[str] | None) -> dict[str, Any]:
     """Parse ``--set key=value`` items; values are read as YAML scalars/lists (``hidden=[64,64]``).
 
     Raises:
-        FeedbackgenError: an item without ``=``, or an unknown key.
+        FeedbackgenError: an item without ``=``, or a key no algorithm reads (whether the run's
+            algorithm reads it is checked by :func:`resolve_config`).
     """
     out: dict[str, Any] = {}
     for item in items or []:
@@ -410,10 +594,11 @@ def parse_set(items: list[str] | None) -> dict[str, Any]:
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping of TrainConfig fields (e.g. a run's resolved ``config.yaml``).
+    """Read a YAML mapping of config keys (e.g. a run's resolved ``config.yaml``).
 
     Raises:
-        FeedbackgenError: missing/unreadable file, not a mapping, or unknown keys.
+        FeedbackgenError: missing/unreadable file, not a mapping, or a key no algorithm reads
+            (whether the run's algorithm reads it is checked by :func:`resolve_config`).
     """
     data = read_yaml_mapping(path, "config file", "of config keys, got {type}")
     if not data:
@@ -424,8 +609,14 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
 
 def resolve_config(*, suite: str | None = None, preset: str | None = None,
                    file_values: dict[str, Any] | None = None,
-                   overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """Layer the sources in precedence order and validate once.
+                   overrides: dict[str, Any] | None = None) -> BaseConfig:
+    """Layer the sources in precedence order and validate once, into the config class of the
+    algorithm they name (``algo`` of ``overrides``, else of ``file_values``, else ``presa``).
+
+    Suite defaults and presets set only the keys the algorithm reads. ``file_values`` and
+    ``overrides`` must hold only such keys, except that a saved run config used as ``file_values``
+    (:func:`is_saved_config`, e.g. another algorithm's ``config.yaml``, or one of an earlier version
+    that saved every key) contributes only the keys the algorithm reads.
 
     Args:
         suite: the store's task suite (``bullet``, ``safety_gymnasium``, ``metadrive``) or None.
@@ -434,33 +625,33 @@ def resolve_config(*, suite: str | None = None, preset: str | None = None,
         overrides: explicit CLI options and ``--set`` values (highest precedence).
 
     Raises:
-        FeedbackgenError: unknown suite/preset/keys or invalid values.
+        FeedbackgenError: unknown algorithm/suite/preset, a key the algorithm does not read (one line
+            listing the keys it reads), or invalid values.
     """
+    file_values, overrides = dict(file_values or {}), dict(overrides or {})
+    algo = overrides["algo"] if "algo" in overrides else file_values.get("algo", "presa")
+    if not isinstance(algo, str) or not algo:
+        raise FeedbackgenError(f"algo must be a non-empty name, got {algo!r}")
+    cls = config_class(algo)
     values: dict[str, Any] = {}
     if suite is not None:
         if suite not in SUITE_DEFAULTS:
             raise FeedbackgenError(f"unknown suite {suite!r}; expected one of {', '.join(SUITES)}")
-        values.update(SUITE_DEFAULTS[suite])
+        values.update(applicable(SUITE_DEFAULTS[suite], algo))
     preset = preset or "full"
     if preset not in PRESET_VALUES:
         raise FeedbackgenError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    values.update(PRESET_VALUES[preset])
-    for layer in (file_values or {}, overrides or {}):
-        check_keys(layer)
-        values.update({k: v for k, v in layer.items()})
-    return TrainConfig.from_dict(values)
+    values.update(applicable(PRESET_VALUES[preset], algo))
+    if is_saved_config(file_values):
+        check_keys(file_values)
+        file_values = applicable(file_values, algo)
+    for layer in (file_values, overrides):
+        check_keys(layer, algo)
+        values.update(layer)
+    values["algo"] = algo
+    return cls.from_dict(values)
 
 
-def run_config(values: dict[str, Any]) -> TrainConfig:
-    """The TrainConfig of a run directory's ``config.yaml`` (``values`` as read from it): a key the run
-    predates takes the value the run was made with (:data:`LEGACY_VALUES`), not today's default.
-
-    Raises:
-        FeedbackgenError: unknown keys or invalid values.
-    """
-    return TrainConfig.from_dict({**LEGACY_VALUES, **values})
-
-
-def dump_yaml(cfg: TrainConfig) -> str:
-    """The resolved config as YAML (field order kept)."""
+def dump_yaml(cfg: BaseConfig) -> str:
+    """The resolved config as YAML (in :data:`KEYS` order)."""
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

@@ -20,9 +20,9 @@ Grid file (YAML; every key optional except a source of stores and ``methods``)::
       - presa
       - bc_safe_seg
       - {algo: presa, label: presa-pid, set: {nu_rule: pid}, grid: {pid_kp: [0.5, 1.0]}}
-    preset: quick                  # quick | full
-    set: {total_steps: 20000}      # options for every cell (TrainConfig keys)
-    grid: {delta: [0.8, 0.9]}      # options swept for every method (cartesian product)
+    preset: quick                  # quick | study | full
+    set: {total_steps: 20000}      # options for every method that reads them (config keys)
+    grid: {delta: [0.8, 0.9]}      # options swept for every method that reads them (cartesian product)
     episodes: 20                   # evaluation episodes, seed and worker processes per cell
     eval_seed: 0
     eval_workers: 1
@@ -30,6 +30,13 @@ Grid file (YAML; every key optional except a source of stores and ``methods``)::
     device: cpu
     workers: 4                     # cells at once (default: every available core)
     backend: local                 # local (process pool) | ray
+
+**Which options a method gets.** A method's own ``set`` and ``grid`` may hold only keys its
+algorithm reads (else the one-line error of :func:`presa.config.check_keys`). The grid-wide ``set``
+and ``grid``, like the preset, are recipes for all methods: each method takes the keys its algorithm
+reads and leaves the others (``grid: {delta: [0.8, 0.9]}`` sweeps δ for ``presa`` and trains
+``bc_all`` once), so one grid file serves any list of methods; a key that no algorithm reads is an
+error.
 
 **Method names in the report.** The report groups evaluations by method, so each cell's
 evaluation is labelled with the method's ``label`` (default: its algorithm) followed by what
@@ -247,7 +254,7 @@ def build_spec(values: dict[str, Any]) -> SweepSpec:
         FeedbackgenError: a missing or bad key, with what to do.
     """
     from presa.algos import get_algorithm
-    from presa.config import PRESETS
+    from presa.config import PRESETS, check_keys
 
     _check_keys(values, GRID_KEYS, "grid")
     if not values.get("out"):
@@ -279,9 +286,15 @@ def build_spec(values: dict[str, Any]) -> SweepSpec:
             raise FeedbackgenError(f"each method is an algorithm name or a mapping with 'algo', got {m!r}")
         _check_keys(m, METHOD_KEYS, f"method {m.get('algo')!r}")
         get_algorithm(str(m["algo"]))
-        methods.append(MethodSpec(algo=str(m["algo"]), label=str(m.get("label") or m["algo"]),
-                                  set=_options(m.get("set"), "methods.set"),
-                                  grid=_grid_options(m.get("grid"), "methods.grid")))
+        spec_m = MethodSpec(algo=str(m["algo"]), label=str(m.get("label") or m["algo"]),
+                            set=_options(m.get("set"), "methods.set"),
+                            grid=_grid_options(m.get("grid"), "methods.grid"))
+        for key in ("set", "grid"):
+            try:
+                check_keys(getattr(spec_m, key), spec_m.algo)
+            except FeedbackgenError as exc:
+                raise FeedbackgenError(f"method {spec_m.label!r}, '{key}': {exc}") from None
+        methods.append(spec_m)
     if not methods:
         raise FeedbackgenError("the grid has no methods; give e.g. methods: [presa, bc_safe_seg, two_stage]")
     labels = [m.label for m in methods]
@@ -464,7 +477,7 @@ def expand_cells(spec: SweepSpec, stores: list[StoreEntry]) -> list[Cell]:
     Raises:
         FeedbackgenError: a threshold a store does not have, or options that fail validation.
     """
-    from presa.config import resolve_config
+    from presa.config import applicable, resolve_config
 
     by_task: dict[str, list[StoreEntry]] = {}
     for e in stores:
@@ -486,13 +499,15 @@ def expand_cells(spec: SweepSpec, stores: list[StoreEntry]) -> list[Cell]:
                 raise FeedbackgenError(f"threshold {k:g} is not in the store {entry.path} (it has {have}); "
                                        "fix 'thresholds' or use thresholds: all")
         for method in spec.methods:
-            grid = {**spec.grid, **method.grid}
+            # the grid-wide options this method's algorithm reads (see the module docstring)
+            grid = {**applicable(spec.grid, method.algo), **method.grid}
+            common = {**applicable(spec.set, method.algo), **method.set}
             for options in _product(grid):
                 opt_tags = [f"{k}={_fmt(v)}" for k, v in options.items()]
                 label = method.label + (f"[{','.join(opt_tags + tags)}]" if opt_tags or tags else "")
                 for k in thresholds:
                     for seed in spec.seeds:
-                        overrides = {**spec.set, **method.set, **options, "algo": method.algo,
+                        overrides = {**common, **options, "algo": method.algo,
                                      "threshold": float(k), "seed": int(seed), "device": spec.device}
                         # validates the options now rather than in a worker
                         resolve_config(suite=entry.suite, preset=spec.preset, overrides=overrides)
@@ -551,9 +566,9 @@ def _cell_config(cell: Cell):
 
 
 def _check_same_config(cell: Cell, cfg) -> None:
-    from presa.config import RESUME_MUTABLE, run_config
+    from presa.config import RESUME_MUTABLE, saved_config
 
-    have = run_config(yaml.safe_load((Path(cell.run_dir) / "config.yaml").read_text()) or {})
+    have = saved_config(yaml.safe_load((Path(cell.run_dir) / "config.yaml").read_text()) or {})
     a = {k: v for k, v in have.to_dict().items() if k not in RESUME_MUTABLE}
     b = {k: v for k, v in cfg.to_dict().items() if k not in RESUME_MUTABLE}
     if b.get("precision") == "auto":  # a run records what auto resolved to on its machine

@@ -2,7 +2,8 @@
 
 A run directory is created per run and never reused::
 
-    RUN_DIR/config.yaml        the resolved TrainConfig (``precision`` as resolved: fp32 or bf16)
+    RUN_DIR/config.yaml        the resolved config (the keys of the run's algorithm; ``precision`` as
+                               resolved: fp32 or bf16)
     RUN_DIR/run.json           store (path, id, fingerprint), seed, algo, threshold, task, versions,
                                git commit, counts, precision (asked, resolved, why), resumes
     RUN_DIR/metrics.jsonl      {"step": n, "train/<metric>": x, ...} every ``log_every`` steps
@@ -55,7 +56,7 @@ from presa.checkpoint import (
     save_checkpoint,
     step_checkpoint_path,
 )
-from presa.config import RESUME_MUTABLE, TrainConfig, dump_yaml, run_config
+from presa.config import RESUME_MUTABLE, BaseConfig, dump_yaml, for_algorithm, saved_config
 from presa.data import TrainingData, describe, store_fingerprint
 from presa.heldout import HeldoutSet
 from presa.plots import plot_training_curves, read_metrics
@@ -88,7 +89,7 @@ class TrainResult:
     run_dir: Path
     checkpoint: Path
     step: int
-    config: TrainConfig
+    config: BaseConfig
     metrics: dict[str, float] = field(default_factory=dict)
     resumed_from: int | None = None
     already_complete: bool = False
@@ -137,7 +138,7 @@ def store_name(path: str | Path) -> str:
     return name or "store"
 
 
-def default_run_dir(store: str | Path, cfg: TrainConfig, root: str | Path = "runs",
+def default_run_dir(store: str | Path, cfg: BaseConfig, root: str | Path = "runs",
                     now: datetime | None = None) -> Path:
     """``runs/<store-name>-<algo>-k<K>-s<S>-<timestamp>`` (a suffix is added if it exists)."""
     stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
@@ -157,7 +158,7 @@ def _git_commit() -> tuple[str | None, bool | None]:
     return git_state(Path(presa.__file__).resolve().parent.parent)
 
 
-def _load_data(cfg: TrainConfig, store: str | Path, device: torch.device) -> TrainingData:
+def _load_data(cfg: BaseConfig, store: str | Path, device: torch.device) -> TrainingData:
     return TrainingData.from_store(store, threshold=float(cfg.threshold), gamma=cfg.gamma, device=device,
                                    label_sources=cfg.label_sources)
 
@@ -176,23 +177,28 @@ def _make_generator(seed: int, device: torch.device) -> torch.Generator:
 
 
 # -- public entry points ----------------------------------------------------------------------------
-def train(cfg: TrainConfig, store: str | Path, out: str | Path | None = None, *,
+def train(cfg: BaseConfig, store: str | Path, out: str | Path | None = None, *,
           callback: Callback | None = None, runs_root: str | Path = "runs") -> TrainResult:
     """Train ``cfg.algo`` on ``store`` into a new run directory.
 
     Args:
-        cfg: the resolved configuration (``cfg.threshold`` must be set).
+        cfg: the resolved configuration (``cfg.threshold`` must be set): an instance of the
+            algorithm's config class, as :func:`presa.config.resolve_config` makes it (another
+            class, e.g. a ``TrainConfig`` for a baseline, is converted by
+            :func:`presa.config.for_algorithm`).
         store: a feedback store (directory or published zip).
         out: the run directory (must not exist); None: :func:`default_run_dir` under ``runs_root``.
         callback: called with a :class:`TrainEvent` after every step.
 
     Raises:
         FeedbackgenError: no threshold, threshold not in the store, existing run directory, bad
-            device, unknown algorithm, or a store the algorithm cannot train on.
+            device, unknown algorithm, a key the algorithm does not read, or a store the algorithm
+            cannot train on.
     """
     if cfg.threshold is None:
         raise FeedbackgenError("no cost threshold given; pass --threshold K (one of the store's thresholds)")
     algo_cls = get_algorithm(cfg.algo)
+    cfg = for_algorithm(cfg)
     device = check_device(cfg.device)
     apply_threads(cfg.threads)
     precision = resolve_precision(cfg.precision, device)
@@ -247,7 +253,7 @@ def resume(run_dir: str | Path, *, overrides: dict[str, Any] | None = None,
     cfg_path, info_path = run_dir / "config.yaml", run_dir / "run.json"
     if not cfg_path.is_file() or not info_path.is_file():
         raise FeedbackgenError(f"{run_dir} is not a presa run directory (no config.yaml/run.json)")
-    cfg = run_config(yaml.safe_load(cfg_path.read_text()) or {})
+    cfg = saved_config(yaml.safe_load(cfg_path.read_text()) or {})  # also the every-key configs of old runs
     info = json.loads(info_path.read_text())
     overrides = dict(overrides or {})
     bad = sorted(k for k in overrides if k not in RESUME_MUTABLE)
@@ -304,7 +310,7 @@ def _last_record(run_dir: Path) -> dict[str, float]:
 class _Loop:
     """The step loop of one (possibly resumed) run."""
 
-    def __init__(self, cfg: TrainConfig, data: TrainingData, algo: Algorithm, gen: torch.Generator,
+    def __init__(self, cfg: BaseConfig, data: TrainingData, algo: Algorithm, gen: torch.Generator,
                  run_dir: Path, fingerprint: str, start: int) -> None:
         self.cfg, self.data, self.algo, self.gen = cfg, data, algo, gen
         self.run_dir, self.fingerprint, self.start = run_dir, fingerprint, start
@@ -373,10 +379,11 @@ class _Loop:
                     callback(TrainEvent(step, cfg.total_steps, phase, record,
                                         checkpoint=lambda s=step: self.checkpoint_payload(s)))
         final = save_checkpoint(final_checkpoint_path(self.run_dir), self.checkpoint_payload(step))
+        delta, bc_steps = getattr(cfg, "delta", None), getattr(cfg, "bc_steps", None)  # PreSa's / two-phase
         plot_training_curves(read_metrics(metrics_path), self.run_dir / "curves.png",
-                             delta=cfg.delta if algo.needs_safety and cfg.delta is not None else None,
-                             bc_steps=cfg.bc_steps if algo.phase(0) == "bc" and cfg.bc_steps < cfg.total_steps
-                             else None,
+                             delta=delta if algo.needs_safety else None,
+                             bc_steps=bc_steps if bc_steps is not None and algo.phase(0) == "bc"
+                             and bc_steps < cfg.total_steps else None,
                              title=f"{self.run_dir.name}")
         return TrainResult(self.run_dir, final, step, cfg, last)
 

@@ -356,8 +356,10 @@ def make_env(task: str | Task, *, seed: int | None = None, max_episode_steps: in
     from feedbackgen.sim import bullet, metadrive, safety_gym
 
     resolved_task, env_id, family = resolve(task)
-    opener = {"bullet": bullet.open_backend, "safety_gymnasium": safety_gym.open_backend,
-              "metadrive": metadrive.open_backend}[family]
+    openers: dict[str, Callable[[str, int | None, dict[str, Any]], Backend]] = {
+        "bullet": bullet.open_backend, "safety_gymnasium": safety_gym.open_backend,
+        "metadrive": metadrive.open_backend}
+    opener = openers[family]
     limit = max_episode_steps if max_episode_steps is not None else (
         resolved_task.max_episode_steps if resolved_task is not None else None)
     if limit is not None and int(limit) < 1:

@@ -21,6 +21,16 @@ the trainer owns the loop, the seed, logging, checkpoints and the run directory.
 Register with ``@register("name")``; the class becomes available to ``presa train --algo name``
 once its module is imported in ``presa/algos/__init__.py``.
 
+Settings: an algorithm reads the shared keys of :class:`presa.config.BaseConfig` and the keys it
+lists in its class attribute ``settings`` (any of :class:`presa.config.TrainConfig`'s fields, where
+each key's type, default and checks live). ``register`` turns them into the algorithm's frozen
+config dataclass, ``config_class`` (:func:`presa.config.algorithm_config`); a class may instead set
+``config_class`` itself (PreSa: ``TrainConfig``, every key). ``self.cfg`` is an instance of it, so
+reading a key that is not declared fails, and any other key given to the algorithm (``--set``,
+config file, library call) is one error line listing the valid ones. List exactly the keys the
+algorithm reads: the contract tests (``tests/presa/test_algorithm_contract.py``) train and resume
+every registered algorithm and fail if it leaves one of its keys unread.
+
 Two ready-made bases cover the common shapes:
 
 - :class:`Algorithm` with :meth:`Algorithm.bc_update` — behaviour cloning over a pool of
@@ -35,6 +45,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
@@ -43,7 +54,7 @@ import torch
 
 from feedbackgen.errors import FeedbackgenError
 from presa import losses
-from presa.config import TrainConfig
+from presa.config import BaseConfig, algorithm_config
 from presa.data import TrainingData
 from presa.policy import Policy, build_policy
 from presa.precision import resolve_precision
@@ -58,10 +69,23 @@ ACTION_VAR_FLOOR = 1e-4
 
 
 def register(name: str) -> Callable[[type[Algorithm]], type[Algorithm]]:
-    """Class decorator that makes an algorithm available by name."""
+    """Class decorator that makes an algorithm available by name, with its config class: the one
+    the class sets as ``config_class``, else one built from its ``settings``."""
     def deco(cls: type[Algorithm]) -> type[Algorithm]:
         if name in ALGORITHMS and ALGORITHMS[name] is not cls:
             raise ValueError(f"algorithm {name!r} registered twice")
+        if "config_class" not in cls.__dict__:
+            config = algorithm_config(name, cls.settings, class_name=f"{cls.__name__}Config")
+            # importable (and picklable) beside the algorithm: presa.algos.<module>.<Class>Config
+            module = vars(sys.modules[cls.__module__])
+            if module.setdefault(config.__name__, config) is not config:
+                raise ValueError(f"{cls.__module__} already defines {config.__name__}")
+            config.__module__ = cls.__module__
+            cls.config_class = config
+        default = cls.config_class.__dataclass_fields__["algo"].default
+        if default != name:
+            raise ValueError(f"algorithm {name!r}: its config_class defaults algo to {default!r}")
+        cls.settings = tuple(k for k in cls.config_class.valid_keys() if k not in BaseConfig.valid_keys())
         cls.name = name
         ALGORITHMS[name] = cls
         return cls
@@ -93,8 +117,12 @@ class Algorithm(ABC):
     #: what the algorithm reads from the store (checked by :meth:`check_data`).
     needs_preferences: ClassVar[bool] = False
     needs_safety: ClassVar[bool] = False
+    #: the keys it reads beyond the shared ones of BaseConfig (see the module docstring).
+    settings: ClassVar[tuple[str, ...]] = ()
+    #: its frozen config dataclass (set by :func:`register`).
+    config_class: ClassVar[type[BaseConfig]]
 
-    def __init__(self, cfg: TrainConfig, data: TrainingData, generator: torch.Generator) -> None:
+    def __init__(self, cfg: BaseConfig, data: TrainingData, generator: torch.Generator) -> None:
         self.cfg, self.data, self.gen = cfg, data, generator
         self.device = data.device
         #: what the policy computes in during training steps, fp32 or bf16 (presa.precision)
@@ -107,7 +135,7 @@ class Algorithm(ABC):
         self._bc_pool: torch.Tensor | None = None
 
     @classmethod
-    def check_data(cls, data: TrainingData, cfg: TrainConfig) -> None:
+    def check_data(cls, data: TrainingData, cfg: BaseConfig) -> None:
         """Raise ``FeedbackgenError`` if ``data`` lacks what this algorithm needs."""
         if cls.needs_preferences and data.n_pairs == 0:
             raise FeedbackgenError(f"algorithm {cls.name!r} needs preference pairs but the store has none; "
@@ -210,7 +238,7 @@ def _cpu_generator(generator: torch.Generator) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def warmup_lr(step: int, cfg: TrainConfig) -> float:
+def warmup_lr(step: int, cfg: BaseConfig) -> float:
     """Learning rate at ``step``: ``lr`` during BC; after it, linear from 0 to ``align_lr`` over
     ``warmup_steps`` (the first alignment step uses align_lr / warmup_steps), then ``align_lr``."""
     if step < cfg.bc_steps:
@@ -227,10 +255,12 @@ class ReferenceAlignment(Algorithm):
     When phase 2 starts, the BC weights are kept as the reference and π_ref's parameters and
     log π_ref(a|s) are computed once (eval mode, no dropout) for every transition and cached; the
     checkpoint stores the reference weights and the cache is rebuilt from them on load.
-    Subclasses implement :meth:`align_update`.
+    Subclasses implement :meth:`align_update`; their ``settings`` include these.
     """
 
-    def __init__(self, cfg: TrainConfig, data: TrainingData, generator: torch.Generator) -> None:
+    settings = ("bc_steps", "align_lr", "warmup_steps")
+
+    def __init__(self, cfg: BaseConfig, data: TrainingData, generator: torch.Generator) -> None:
         super().__init__(cfg, data, generator)
         self.reference: dict[str, torch.Tensor] | None = None
         self.ref_params: torch.Tensor | None = None  # (N, param_dim)

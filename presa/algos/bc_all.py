@@ -1,5 +1,6 @@
 """BC-All: behaviour cloning on every transition of the store, for all ``total_steps``
-(a baseline; ``bc_steps`` and the alignment options are ignored)."""
+(a baseline). Its settings are the shared ones only (``presa.config.BaseConfig``): ``bc_steps`` and
+the alignment options are not among them, and giving one is an error."""
 
 from __future__ import annotations
 

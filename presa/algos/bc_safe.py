@@ -5,8 +5,8 @@ It reads the ground truth from the store's ``oracle`` group (``oracle/episode_co
 the feedback, so it is a calibration reference against the published numbers
 (``feedbackgen/data/offline_safe_rl_reference.csv``), not a method that learns from feedback. A
 store stripped with ``feedbackgen strip`` has no oracle group and is refused with a clear error.
-BC runs at learning rate ``lr`` for all ``total_steps``; ``bc_steps`` and the alignment options are
-ignored.
+BC runs at learning rate ``lr`` for all ``total_steps``. Its settings are the shared ones only
+(``presa.config.BaseConfig``): ``bc_steps`` and the alignment options are not among them.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 
 from feedbackgen.errors import FeedbackgenError
 from presa.algos.base import PoolBehaviourCloning, register
-from presa.config import TrainConfig
+from presa.config import BaseConfig
 from presa.data import TrainingData, episode_transitions, training_episodes
 
 
@@ -41,12 +41,12 @@ def safe_episode_pool(data: TrainingData) -> torch.Tensor:
 class BCSafe(PoolBehaviourCloning):
     """Behaviour cloning on the ground-truth safe episodes (oracle reference)."""
 
-    def __init__(self, cfg: TrainConfig, data: TrainingData, generator: torch.Generator) -> None:
+    def __init__(self, cfg: BaseConfig, data: TrainingData, generator: torch.Generator) -> None:
         super().__init__(cfg, data, generator)
         self.pool = safe_episode_pool(data)
 
     @classmethod
-    def check_data(cls, data: TrainingData, cfg: TrainConfig) -> None:
+    def check_data(cls, data: TrainingData, cfg: BaseConfig) -> None:
         super().check_data(data, cfg)
         if safe_episode_pool(data).numel() == 0:
             raise FeedbackgenError(f"bc_safe: no episode of the store has cost ≤ {data.threshold:g}; "

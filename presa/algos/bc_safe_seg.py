@@ -4,7 +4,8 @@ threshold κ (a baseline that uses the safety labels but not the preferences).
 The pool is the set of distinct transitions covered by at least one segment whose safety label
 (the store's noisy label, column κ) is 1; a transition in several safe segments is counted once,
 so every pool transition is equally likely in a batch. BC runs at learning rate ``lr`` for all
-``total_steps``; ``bc_steps`` and the alignment options are ignored.
+``total_steps``. Its settings are the shared ones only (``presa.config.BaseConfig``): ``bc_steps`` and
+the alignment options are not among them.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import torch
 
 from feedbackgen.errors import FeedbackgenError
 from presa.algos.base import PoolBehaviourCloning, register
-from presa.config import TrainConfig
+from presa.config import BaseConfig
 from presa.data import TrainingData
 
 
@@ -29,12 +30,12 @@ class BCSafeSeg(PoolBehaviourCloning):
 
     needs_safety = True
 
-    def __init__(self, cfg: TrainConfig, data: TrainingData, generator: torch.Generator) -> None:
+    def __init__(self, cfg: BaseConfig, data: TrainingData, generator: torch.Generator) -> None:
         super().__init__(cfg, data, generator)
         self.pool = safe_segment_pool(data)
 
     @classmethod
-    def check_data(cls, data: TrainingData, cfg: TrainConfig) -> None:
+    def check_data(cls, data: TrainingData, cfg: BaseConfig) -> None:
         super().check_data(data, cfg)
         if not bool((data.safety_label > 0.5).any()):
             raise FeedbackgenError(f"bc_safe_seg: no segment is labelled safe at threshold "

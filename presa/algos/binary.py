@@ -12,7 +12,8 @@ also safe, the loser is undesirable, every unsafe segment is undesirable.
 Phase 1 is PreSa's behaviour cloning (``bc_steps``, then the frozen reference π_ref). Phase 2 draws
 ``2·pair_batch + safety_batch`` labelled segments per step (as many as a PreSa step scores) and
 minimises ``1 − g`` with g the weighted KTO value of PreSa's safety term (``beta_s``; undesirable
-weight ``eta``·N_desirable/N_undesirable; reference point ``zref_mode``). ν and δ are unused.
+weight ``eta``·N_desirable/N_undesirable; reference point ``zref_mode``). ν and δ are not among its
+settings.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch
 from feedbackgen.errors import FeedbackgenError
 from presa import baseline_losses, losses
 from presa.algos.base import ReferenceAlignment, register
-from presa.config import TrainConfig
+from presa.config import BaseConfig
 from presa.data import TrainingData
 
 
@@ -40,14 +41,16 @@ class BinaryAlignment(ReferenceAlignment):
 
     needs_preferences = True
     needs_safety = True
+    settings = (*ReferenceAlignment.settings, "pair_batch", "safety_batch", "beta_s", "eta", "zref_mode",
+                "zref_momentum", "zref_clamp")
 
-    def __init__(self, cfg: TrainConfig, data: TrainingData, generator: torch.Generator) -> None:
+    def __init__(self, cfg: BaseConfig, data: TrainingData, generator: torch.Generator) -> None:
         super().__init__(cfg, data, generator)
         self.segments, self.labels = binary_labels(data)
         self.zref = torch.tensor(0.0, dtype=torch.float32, device=self.device)
 
     @classmethod
-    def check_data(cls, data: TrainingData, cfg: TrainConfig) -> None:
+    def check_data(cls, data: TrainingData, cfg: BaseConfig) -> None:
         super().check_data(data, cfg)
         _, labels = binary_labels(data)
         if labels.numel() == 0 or not bool((labels > 0.5).any()):

@@ -2,7 +2,8 @@
 
 Phase 1 is the same behaviour cloning as PreSa (``bc_steps``, then the frozen reference π_ref);
 phase 2 minimises the CPL-style preference loss L_pref (``lambda_cb``, ``alpha``, ``gamma``)
-alone, with the same warm-up and batch of ``pair_batch`` pairs. ν, z_ref, δ and η are unused.
+alone, with the same warm-up and batch of ``pair_batch`` pairs. ν, z_ref, δ and η are not among its
+settings.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ class CPL(ReferenceAlignment):
     """Contrastive preference learning against the BC reference."""
 
     needs_preferences = True
+    settings = (*ReferenceAlignment.settings, "pair_batch", "lambda_cb")
 
     def align_update(self, step: int) -> dict[str, torch.Tensor | float]:
         cfg, d = self.cfg, self.data

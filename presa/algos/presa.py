@@ -87,6 +87,7 @@ class PreSa(ReferenceAlignment):
 
     needs_preferences = True
     needs_safety = True
+    config_class = TrainConfig  # it reads every key
 
     @classmethod
     def check_data(cls, data: TrainingData, cfg: TrainConfig) -> None:

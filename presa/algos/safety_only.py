@@ -6,7 +6,8 @@ Phase 2 minimises ``ν₀ · (1 − g_θ)`` on a batch of ``safety_batch`` safet
 g_θ PreSa's weighted KTO-style safety value (``beta_s``, ``eta``) and z_ref PreSa's reference point
 (``zref_mode``, ``zref_momentum``). The weight is fixed at ``nu_init`` (no dual update, ``nu_lr`` and
 ``nu_rule`` are unused) and must be > 0. With Adam the weight scales the only loss term, so it
-barely changes the steps. δ is unused. The preference pairs are not used.
+barely changes the steps. δ is unused. The preference pairs are not used. Those options, ``nu_lr``,
+``nu_rule`` and ``nu_max`` are not among its settings.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from feedbackgen.errors import FeedbackgenError
 from presa import losses
 from presa.algos.base import ReferenceAlignment, register
 from presa.algos.presa import require_both_safety_classes
-from presa.config import TrainConfig
+from presa.config import BaseConfig
 from presa.data import TrainingData
 
 
@@ -28,14 +29,16 @@ class SafetyOnly(ReferenceAlignment):
     """KTO-style safety alignment with a fixed weight ν₀; state beyond the networks: z_ref."""
 
     needs_safety = True
+    settings = (*ReferenceAlignment.settings, "safety_batch", "beta_s", "eta", "zref_mode", "zref_momentum",
+                "zref_clamp", "nu_init")
 
-    def __init__(self, cfg: TrainConfig, data: TrainingData, generator: torch.Generator) -> None:
+    def __init__(self, cfg: BaseConfig, data: TrainingData, generator: torch.Generator) -> None:
         super().__init__(cfg, data, generator)
         self.nu = torch.tensor(cfg.nu_init, dtype=torch.float32, device=self.device)
         self.zref = torch.tensor(0.0, dtype=torch.float32, device=self.device)
 
     @classmethod
-    def check_data(cls, data: TrainingData, cfg: TrainConfig) -> None:
+    def check_data(cls, data: TrainingData, cfg: BaseConfig) -> None:
         super().check_data(data, cfg)
         if cfg.nu_init <= 0:
             raise FeedbackgenError("safety_only uses nu_init as its fixed weight and it must be > 0; "

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from feedbackgen.errors import FeedbackgenError
 from presa.algos.base import ReferenceAlignment, register
-from presa.config import TrainConfig
+from presa.config import BaseConfig
 from presa.data import TrainingData
 from presa.heldout import segment_safe_oracle
 from presa.losses import safety_weights
@@ -78,12 +78,14 @@ def trac_loss(scores: torch.Tensor, desirable: torch.Tensor, eta: float) -> torc
 class TraC(ReferenceAlignment):
     """Trajectory classification against the BC reference (oracle labels)."""
 
-    def __init__(self, cfg: TrainConfig, data: TrainingData, generator: torch.Generator) -> None:
+    settings = (*ReferenceAlignment.settings, "pair_batch", "safety_batch")
+
+    def __init__(self, cfg: BaseConfig, data: TrainingData, generator: torch.Generator) -> None:
         super().__init__(cfg, data, generator)
         self.segments, self.labels = trac_labels(data)
 
     @classmethod
-    def check_data(cls, data: TrainingData, cfg: TrainConfig) -> None:
+    def check_data(cls, data: TrainingData, cfg: BaseConfig) -> None:
         super().check_data(data, cfg)
         _, labels = trac_labels(data)
         n_good = int((labels > 0.5).sum())

@@ -48,7 +48,7 @@ state is checkpointed, so a resumed run is bit-identical.
 Fixed hyper-parameters (module constants, TD3+BC's published values): γ = :data:`RL_GAMMA`,
 Polyak τ = :data:`TAU`, smoothing noise :data:`POLICY_NOISE` clipped at :data:`NOISE_CLIP`. The
 learning rate of models, critics and actor is ``lr`` (1e-4 by default; TD3+BC used 3e-4). PreSa's
-alignment options are unused.
+alignment options are not among its settings.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ from feedbackgen.safety import segment_thresholds
 from presa import baseline_losses, losses
 from presa.algos.base import Algorithm, _cpu_generator, register
 from presa.algos.presa import require_both_safety_classes
-from presa.config import TrainConfig
+from presa.config import BaseConfig
 from presa.data import TrainingData
 
 RL_GAMMA = 0.99
@@ -161,8 +161,9 @@ class TwoStage(Algorithm):
 
     needs_preferences = True
     needs_safety = True
+    settings = ("bc_steps", "pair_batch", "safety_batch", "nu_init", "nu_lr", "nu_max")
 
-    def __init__(self, cfg: TrainConfig, data: TrainingData, generator: torch.Generator) -> None:
+    def __init__(self, cfg: BaseConfig, data: TrainingData, generator: torch.Generator) -> None:
         super().__init__(cfg, data, generator)
         init = _cpu_generator(generator)
         od, ad, hid, dev = data.obs_dim, data.act_dim, tuple(cfg.hidden), self.device
@@ -187,7 +188,7 @@ class TwoStage(Algorithm):
         self.costs: torch.Tensor | None = None
 
     @classmethod
-    def check_data(cls, data: TrainingData, cfg: TrainConfig) -> None:
+    def check_data(cls, data: TrainingData, cfg: BaseConfig) -> None:
         super().check_data(data, cfg)
         if not 1 <= cfg.bc_steps < cfg.total_steps:
             raise FeedbackgenError(f"two_stage learns its reward and cost models for bc_steps steps and then "

@@ -77,11 +77,12 @@ def test_options_replace_grid_keys_and_max_cells_zero_only_plans(app: typer.Type
     res = CliRunner().invoke(app, ["sweep", str(grid), "--methods", "presa,cpl", "--seeds", "0,1",
                                    "--grid", "delta=0.8,0.95", "--max-cells", "0", "--no-report"])
     assert res.exit_code == 0, res.output
-    assert "8 cells: 0 done" in res.output and "8 left for later" in res.output
+    # cpl does not read delta: the grid-wide sweep of delta applies to presa only (2 × 2 + 2 cells)
+    assert "6 cells: 0 done" in res.output and "6 left for later" in res.output
     manifest = json.loads((tmp_path / "sw" / "manifest.json").read_text())
     methods = sorted({c["method"] for c in manifest["cells"]})
-    assert methods == ["cpl[delta=0.8]", "cpl[delta=0.95]", "presa[delta=0.8]", "presa[delta=0.95]"]
-    assert len(manifest["cells"]) == 8 and {c["status"] for c in manifest["cells"]} == {"pending"}
+    assert methods == ["cpl", "presa[delta=0.8]", "presa[delta=0.95]"]
+    assert len(manifest["cells"]) == 6 and {c["status"] for c in manifest["cells"]} == {"pending"}
     assert not list((tmp_path / "sw").glob("runs/*"))
 
 

@@ -164,6 +164,25 @@ def test_pairs_already_in_the_store_are_not_asked_again(tiny_store: Path, tmp_pa
         ann.close()
 
 
+def test_answer_checks_its_values_and_journals_the_confidence(tiny_store: Path, tmp_path: Path) -> None:
+    journal = tmp_path / "answers.jsonl"
+    ann = Annotation(tiny_store, pairs=3, journal=journal)
+    try:
+        for bad in ({"pair": "0"}, {"preference": "left"}, {"safe_a": 1}, {"confidence": 1.5},
+                    {"confidence": "0.5"}):
+            args = {"pair": 0, "preference": "a", "safe_a": True, "safe_b": False, **bad}
+            with pytest.raises(FeedbackgenError):
+                ann.answer("alice", **args)
+        ann.answer("alice", 0, "b", True, False, confidence=1)
+        ann.answer("alice", 1, "equal", False, False)
+    finally:
+        ann.close()
+    rows = [json.loads(line)["rows"] for line in journal.read_text().splitlines()[1:]]
+    assert [r[0]["label"] for r in rows] == [1.0, 0.5]
+    assert all(x["confidence"] == 1.0 and isinstance(x["confidence"], float) for x in rows[0])
+    assert all("confidence" not in x for x in rows[1])
+
+
 def _serve_subprocess(store: Path, *extra: str) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen([sys.executable, "-m", "presa_cli.feedbackgen_app", "annotate", str(store),
                              "--port", "0", "--annotator", "alice", "--pairs", "5", *extra],

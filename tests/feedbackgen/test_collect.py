@@ -236,6 +236,19 @@ def test_sb3_policy_for_another_task_is_refused(tmp_path: Path) -> None:
         collect(_cfg(tmp_path, policies=(f"sb3:{model_path}",)))
 
 
+def test_zip_that_is_not_an_sb3_model_is_refused(tmp_path: Path) -> None:
+    pytest.importorskip("stable_baselines3")
+    import zipfile
+
+    from feedbackgen.collect import SB3Policy
+
+    path = tmp_path / "notes.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("notes.txt", "not a model")
+    with pytest.raises(FeedbackgenError, match="not a readable stable-baselines3 model"):
+        SB3Policy(path, obs_dim=7, act_dim=2)
+
+
 def test_dataset_folder_registers_as_a_task(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from feedbackgen.tasks import get_task
 

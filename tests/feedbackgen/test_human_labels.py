@@ -278,6 +278,31 @@ def test_kappa_undefined_is_none(tiny_store: Path, tmp_path: Path) -> None:
     assert pref["agreement"] == 1.0 and pref["kappa"] is None
 
 
+def test_safe_at_columns_and_rows_made_in_code(tiny_store: Path) -> None:
+    """safe@κ columns fill each threshold by its value and a missing one is named; rows made in
+    code without their segments are reported as problems of their lines, not a crash."""
+    from feedbackgen.labels import LabelRow, SegmentRef, add_labels, parse_record
+
+    data = open_store(tiny_store, lazy=True)
+    th = np.asarray(data.thresholds[...], np.float64)
+    assert th.size >= 2
+    cols = {f"safe@{t:g}": k % 2 for k, t in enumerate(th)}
+    row = parse_record({"source": "alice", "segment": 3, **dict(reversed(cols.items()))}, 1, th)
+    assert row.safe == [k % 2 for k in range(th.size)] and not row.single
+    del cols[f"safe@{th[-1]:g}"]
+    with pytest.raises(ValueError, match=f"safe@{th[-1]:g} missing"):
+        parse_record({"source": "alice", "segment": 3, **cols}, 1, th)
+    alice = {"source": "human:alice", "source_kind": "human"}
+    rows = [LabelRow(line=1, kind="preference", a=SegmentRef(id=0), label=1.0, **alice),
+            LabelRow(line=2, kind="safety", safe=[1] * th.size, **alice),
+            LabelRow(line=3, kind="safety", segment=SegmentRef(episode=0), safe=[1] * th.size, **alice)]
+    with pytest.raises(LabelImportError) as info:
+        add_labels(data, rows)
+    assert [p.split(":")[0] for p in info.value.problems] == ["line 1", "line 2", "line 3"]
+    assert "needs both segments" in info.value.problems[0] and "needs its segment" in info.value.problems[1]
+    assert "needs a segment id, or all of episode, start and length" in info.value.problems[2]
+
+
 def test_store_without_sources_is_all_teacher(tiny_store: Path) -> None:
     data = open_store(tiny_store)
     assert data.pref_source is None and data.frame_index is None

@@ -1,5 +1,5 @@
-"""The baselines: their losses and data selection on hand cases and toys, and short real runs of
-each through the trainer (finite metrics, checkpoint, exact resume) on the tiny store."""
+"""The baselines: their losses and data selection on hand cases and toys (their short real runs
+through the trainer and exact resume: test_algorithm_contract.py, for every algorithm)."""
 
 from __future__ import annotations
 
@@ -21,13 +21,11 @@ from presa.algos.bc_safe_seg import safe_segment_pool
 from presa.algos.binary import binary_labels
 from presa.algos.trac import trac_labels, trac_loss
 from presa.algos.two_stage import COST_MARGIN, COST_TEMPERATURE, StepModel, segment_threshold
-from presa.checkpoint import load_actor, load_checkpoint
-from presa.config import resolve_config
+from presa.config import applicable, resolve_config
 from presa.data import TrainingData
 from presa.heldout import segment_safe_oracle
-from presa.trainer import resume, train
+from presa.trainer import train
 
-BASELINES = ("bc_safe_seg", "bc_safe", "cpl", "safety_only", "binary", "two_stage", "trac")
 SMALL = {"hidden": [32, 32], "pair_batch": 16, "safety_batch": 16, "bc_batch": 64, "log_every": 10,
          "checkpoint_every": 0, "warmup_steps": 10}
 
@@ -42,8 +40,9 @@ def _one_thread():
 
 
 def _cfg(algo: str, threshold: float = 10.0, **kw):
-    values = {**SMALL, "algo": algo, "threshold": threshold, "seed": 0, "total_steps": 40, "bc_steps": 15,
-              **kw}
+    # SMALL and the step counts are a recipe for every algorithm: each takes the keys it reads
+    recipe = applicable({**SMALL, "total_steps": 40, "bc_steps": 15}, algo)
+    values = {**recipe, "algo": algo, "threshold": threshold, "seed": 0, **kw}
     return resolve_config(suite="bullet", preset="quick", overrides=values)
 
 
@@ -344,71 +343,7 @@ def test_two_stage_needs_both_phases(tiny_store: Path):
 
 
 # ------------------------------------------------------------------------- real runs via the trainer
-
-
-@pytest.mark.parametrize("algo", BASELINES)
-def test_short_training_run_through_the_trainer(tiny_store: Path, tmp_path: Path, algo: str):
-    result = train(_cfg(algo), tiny_store, tmp_path / algo)
-    assert result.step == 40 and result.checkpoint.name == "final.pt"
-    assert result.metrics and all(math.isfinite(v) for v in result.metrics.values())
-    ckpt = load_checkpoint(result.checkpoint)
-    assert ckpt["algo"] == algo
-    actor = load_actor(result.run_dir)
-    obs = np.asarray(open_store(tiny_store).observations[:5])
-    act = actor(obs)
-    assert act.shape == (5, 2) and np.all(np.abs(act) <= 1.0)
-
-
-def _final_state(run_dir: Path) -> dict:
-    ckpt = load_checkpoint(run_dir / "checkpoints" / "final.pt")
-    return {k: ckpt[k] for k in ("policy", "algo_state", "nu", "zref")}
-
-
-def _assert_equal_state(a, b, path="") -> None:
-    if isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), path
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), path
-        for k in a:
-            _assert_equal_state(a[k], b[k], f"{path}/{k}")
-    elif isinstance(a, list | tuple):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            _assert_equal_state(x, y, f"{path}[{i}]")
-    else:
-        assert a == b, path
-
-
-class _Interrupt(Exception):
-    pass
-
-
-def _stop_at(step: int):
-    def callback(event) -> None:
-        if event.step == step:
-            raise _Interrupt
-    return callback
-
-
-@pytest.mark.parametrize("algo,stops", [("two_stage", (12, 27)), ("binary", (22,)), ("trac", (22,))])
-def test_resume_is_bit_identical(tiny_store: Path, tmp_path: Path, algo: str, stops: tuple[int, ...]):
-    """A run interrupted (checkpoints every 5 steps) and resumed ends with exactly the uninterrupted
-    run's state; two_stage is interrupted in its model phase and again after the relabelling."""
-    cfg = _cfg(algo, checkpoint_every=5)
-    full = train(cfg, tiny_store, tmp_path / "full")
-    with pytest.raises(_Interrupt):
-        train(cfg, tiny_store, tmp_path / "part", callback=_stop_at(stops[0]))
-    for stop in stops[1:]:
-        with pytest.raises(_Interrupt):
-            resume(tmp_path / "part", callback=_stop_at(stop))
-    part = resume(tmp_path / "part")
-    assert part.step == 40 and part.resumed_from == (stops[-1] // 5) * 5
-    _assert_equal_state(_final_state(full.run_dir), _final_state(part.run_dir))
-    if algo == "two_stage":
-        ckpt = load_checkpoint(full.checkpoint)
-        assert ckpt["algo_state"]["relabelled"] is True and ckpt["nu"] is not None
-        early = load_checkpoint(tmp_path / "part" / "checkpoints" / "step_0000010.pt")
-        assert early["algo_state"]["relabelled"] is False
+# (every registered algorithm's runs, checkpoints and exact resume: test_algorithm_contract.py)
 
 
 def test_presa_refuses_a_delta_above_the_label_noise_ceiling_before_training(tiny_store: Path,

@@ -7,8 +7,22 @@ import dataclasses
 import pytest
 
 from feedbackgen.errors import FeedbackgenError
-from presa.algos import get_algorithm, warmup_lr
-from presa.config import TrainConfig, load_config_file, parse_set, resolve_config
+from presa.algos import available_algorithms, get_algorithm, warmup_lr
+from presa.config import (
+    KEYS,
+    PRESET_VALUES,
+    SHARED_KEYS,
+    SUITE_DEFAULTS,
+    TrainConfig,
+    config_class,
+    dump_yaml,
+    for_algorithm,
+    load_config_file,
+    parse_set,
+    resolve_config,
+    saved_config,
+    valid_keys,
+)
 
 
 def test_defaults_are_the_method_defaults() -> None:
@@ -141,3 +155,104 @@ def test_warmup_schedule() -> None:
         1e-5,
     ]
     assert warmup_lr(10, c.replace(warmup_steps=0)) == 1e-5
+
+
+# ------------------------------------------------------------------------- per-algorithm configs
+
+
+def test_a_key_the_algorithm_does_not_read_is_one_line_listing_the_valid_ones() -> None:
+    with pytest.raises(FeedbackgenError) as e:
+        resolve_config(preset="study", overrides={"algo": "bc_safe", "nu_lr": 0.1})
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert msg.startswith("unknown config key 'nu_lr' (only presa, two_stage read it) for algorithm bc_safe; "
+                          "valid keys: ")
+    assert msg.split("valid keys: ")[1].split(", ") == list(valid_keys("bc_safe"))
+    # the same key is PreSa's (and the study preset's value is kept for it)
+    assert resolve_config(preset="study", overrides={"nu_lr": 0.1}).nu_lr == 0.1
+    assert resolve_config(preset="study").nu_lr == 0.3
+    # a typo is named with the closest keys of the algorithm
+    with pytest.raises(FeedbackgenError, match=r"'lrr' \(did you mean lr\?\) for algorithm bc_safe"):
+        resolve_config(overrides={"algo": "bc_safe", "lrr": 0.1})
+
+
+def test_library_calls_check_the_algorithms_keys_too() -> None:
+    cfg = resolve_config(overrides={"algo": "bc_safe", "threshold": 10})
+    with pytest.raises(FeedbackgenError, match="'delta' .* for algorithm bc_safe"):
+        cfg.replace(delta=0.9)
+    with pytest.raises(FeedbackgenError, match="'bc_steps' .* for algorithm bc_safe"):
+        type(cfg).from_dict({"algo": "bc_safe", "bc_steps": 5})
+    with pytest.raises(AttributeError):
+        cfg.nu_lr  # noqa: B018 - the algorithm cannot read a key it does not declare
+    assert cfg.replace(lr=3e-4).lr == 3e-4
+
+
+def test_every_algorithm_has_its_own_config_class() -> None:
+    for algo in available_algorithms():
+        cls = config_class(algo)
+        keys = valid_keys(algo)
+        assert cls().algo == algo and cls.valid_keys() == keys
+        assert set(SHARED_KEYS) <= set(keys) <= set(KEYS)
+        # each key has the type, default and checks of TrainConfig
+        for key in keys:
+            if key != "algo":
+                assert getattr(cls(), key) == getattr(TrainConfig(), key), (algo, key)
+    assert config_class("presa") is TrainConfig and valid_keys("presa") == KEYS
+    assert valid_keys("bc_all") == SHARED_KEYS
+    with pytest.raises(FeedbackgenError, match="nu_init must be ≥ 0"):
+        config_class("safety_only")(nu_init=-1.0)
+
+
+@pytest.mark.parametrize("algo", available_algorithms())
+@pytest.mark.parametrize("preset", ["full", "quick", "study"])
+@pytest.mark.parametrize("suite", ["bullet", "metadrive"])
+def test_suite_defaults_and_presets_set_only_the_keys_the_algorithm_reads(algo: str, preset: str,
+                                                                         suite: str) -> None:
+    cfg = resolve_config(suite=suite, preset=preset, overrides={"algo": algo})
+    assert type(cfg) is config_class(algo) and set(cfg.to_dict()) == set(valid_keys(algo))
+    want = {**SUITE_DEFAULTS[suite], **PRESET_VALUES[preset]}
+    assert {k: getattr(cfg, k) for k in want if k in valid_keys(algo)} == \
+        {k: v for k, v in want.items() if k in valid_keys(algo)}
+
+
+def test_bc_baselines_are_not_bound_by_bc_steps() -> None:
+    # the study preset's bc_steps (2,000) used to make total_steps=1000 an error for pure BC
+    bc = resolve_config(preset="study", overrides={"algo": "bc_all", "total_steps": 1000})
+    assert bc.total_steps == 1000
+    with pytest.raises(FeedbackgenError, match="bc_steps ≤ total_steps"):
+        resolve_config(preset="study", overrides={"algo": "cpl", "total_steps": 1000})
+
+
+def test_saved_configs_of_earlier_versions_still_load() -> None:
+    # earlier versions saved every key whatever the algorithm (here a bc_safe run of the study preset)
+    old = TrainConfig(algo="bc_safe", threshold=20.0, seed=3, **PRESET_VALUES["study"])
+    values = old.to_dict()
+    assert "nu_lr" in values and "bc_steps" in values
+    cfg = saved_config(values)
+    assert type(cfg) is config_class("bc_safe")
+    assert cfg.to_dict() == {k: v for k, v in values.items() if k in valid_keys("bc_safe")}
+    # a key no algorithm reads is still an error
+    with pytest.raises(FeedbackgenError, match="unknown config key 'nu_lrr'"):
+        saved_config({**values, "nu_lrr": 1})
+
+
+def test_a_saved_config_as_config_file_gives_the_keys_the_algorithm_reads(tmp_path) -> None:
+    presa_run = resolve_config(preset="study", overrides={"threshold": 20, "lr": 3e-4})
+    f = tmp_path / "config.yaml"
+    f.write_text(dump_yaml(presa_run))
+    cfg = resolve_config(preset="quick", file_values=load_config_file(f), overrides={"algo": "bc_safe"})
+    assert type(cfg) is config_class("bc_safe")
+    assert (cfg.lr, cfg.threshold, cfg.total_steps) == (3e-4, 20.0, 3500)
+    # a hand-written file is checked strictly
+    f.write_text("lr: 0.001\nnu_lr: 0.1\n")
+    with pytest.raises(FeedbackgenError, match="'nu_lr' .* for algorithm bc_safe"):
+        resolve_config(file_values=load_config_file(f), overrides={"algo": "bc_safe"})
+
+
+def test_a_train_config_built_for_a_baseline_is_converted() -> None:
+    cfg = for_algorithm(TrainConfig(algo="bc_all", threshold=10.0, lr=3e-4))
+    assert type(cfg) is config_class("bc_all") and cfg.lr == 3e-4 and cfg.threshold == 10.0
+    with pytest.raises(FeedbackgenError, match="'nu_lr' .* for algorithm bc_all"):
+        for_algorithm(TrainConfig(algo="bc_all", nu_lr=0.5))
+    presa_cfg = TrainConfig()
+    assert for_algorithm(presa_cfg) is presa_cfg

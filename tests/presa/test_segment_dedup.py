@@ -16,16 +16,20 @@ from feedbackgen.make import MakeConfig, make_store
 from presa.algos import get_algorithm
 from presa.algos.presa import pair_safety_rows
 from presa.checkpoint import load_checkpoint
-from presa.config import TrainConfig, resolve_config, run_config
+from presa.config import KEYS_ADDED_LATER, TrainConfig, resolve_config, saved_config
 from presa.data import TrainingData
 from presa.trainer import resume, train
 
 
-def test_run_config_reads_runs_made_before_safety_draw_existed() -> None:
+def test_saved_config_reads_runs_made_before_safety_draw_existed() -> None:
     # a run directory written before the option: its safety rows were drawn independently
-    assert run_config({"threshold": 4.0}).safety_draw == "independent"
-    assert run_config({"threshold": 4.0, "safety_draw": "pairs"}).safety_draw == "pairs"
+    assert KEYS_ADDED_LATER["safety_draw"] == "independent"
+    assert saved_config({"threshold": 4.0}).safety_draw == "independent"
+    assert saved_config({"threshold": 4.0, "safety_draw": "pairs"}).safety_draw == "pairs"
     assert TrainConfig().safety_draw == "pairs"
+    # an old every-key config of an algorithm that does not read it: nothing to fill in
+    old = {k: v for k, v in TrainConfig(algo="bc_all", threshold=4.0).to_dict().items() if k != "safety_draw"}
+    assert "safety_draw" not in saved_config(old).valid_keys()
 
 
 # ------------------------------------------------------------------------------ distinct segments

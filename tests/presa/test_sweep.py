@@ -69,6 +69,14 @@ def _grid(out: Path, **kw) -> dict:
     ({"out": "o", "tasks": ["X"], "methods": ["presa"], "seeds": ["a"]}, "list of integers"),
     ({"out": "o", "tasks": ["X"], "methods": ["presa"], "backend": "slurm"}, "unknown backend"),
     ({"out": "o", "tasks": ["X"], "methods": ["presa"], "make": {"noise": 0.2}}, "may not set noise"),
+    # a method's own options must be keys its algorithm reads
+    ({"out": "o", "tasks": ["X"], "methods": [{"algo": "bc_all", "set": {"nu_lr": 0.1}}]},
+     r"method 'bc_all', 'set': unknown config key 'nu_lr' \(only presa, two_stage read it\) for algorithm "
+     "bc_all; valid keys: algo,"),
+    ({"out": "o", "tasks": ["X"], "methods": [{"algo": "cpl", "label": "c", "grid": {"delta": [0.8]}}]},
+     r"method 'c', 'grid': unknown config key 'delta' \(only presa read it\) for algorithm cpl"),
+    # grid-wide options are a recipe for every method, but a key no algorithm reads is still an error
+    ({"out": "o", "tasks": ["X"], "methods": ["bc_all"], "set": {"nu_lrr": 0.1}}, "did you mean nu_lr"),
 ])
 def test_bad_grids_are_one_line_errors(values: dict, match: str):
     with pytest.raises(FeedbackgenError, match=match) as exc:
@@ -97,11 +105,15 @@ def test_cells_labels_and_run_dirs_are_deterministic(tmp_path: Path):
     stores = [StoreEntry(Path("/s/T-noise0.1.zarr"), "T", "bullet", 0.1, (10.0, 20.0)),
               StoreEntry(Path("/s/T-noise0.2.zarr"), "T", "bullet", 0.2, (10.0, 20.0))]
     cells = expand_cells(spec, stores)
-    # 2 stores × (bc_all × 2 deltas + presa-pid × 2 deltas × 2 kp) × 2 thresholds × 2 seeds
-    assert len(cells) == 2 * (2 + 4) * 2 * 2
+    # 2 stores × (bc_all once: it reads neither delta nor bc_steps + presa-pid × 2 deltas × 2 kp)
+    # × 2 thresholds × 2 seeds
+    assert len(cells) == 2 * (1 + 4) * 2 * 2
     assert cells == expand_cells(spec, stores)
     labels = {c.method for c in cells}
-    assert "bc_all[delta=0.8,noise=0.1]" in labels and "presa-pid[delta=0.9,pid_kp=1,noise=0.2]" in labels
+    assert "bc_all[noise=0.1]" in labels and "presa-pid[delta=0.9,pid_kp=1,noise=0.2]" in labels
+    bc = next(c for c in cells if c.algo == "bc_all")
+    assert bc.overrides == {"total_steps": 50, "algo": "bc_all", "threshold": 10.0, "seed": 0,
+                            "device": "cpu"}
     c = next(c for c in cells if c.method == "presa-pid[delta=0.9,pid_kp=0.5,noise=0.1]"
              and c.threshold == 20 and c.seed == 1)
     assert c.overrides == {"total_steps": 50, "bc_steps": 10, "nu_rule": "pid", "delta": 0.9, "pid_kp": 0.5,
@@ -112,7 +124,29 @@ def test_cells_labels_and_run_dirs_are_deterministic(tmp_path: Path):
         expand_cells(build_spec({"out": str(tmp_path), "stores": ["a.zarr"], "methods": ["bc_all"],
                                  "thresholds": [15]}), stores)
     # one store per task: no noise tag
-    assert {x.method for x in expand_cells(spec, stores[:1])} >= {"bc_all[delta=0.8]"}
+    assert {x.method for x in expand_cells(spec, stores[:1])} >= {"bc_all", "presa-pid[delta=0.8,pid_kp=1]"}
+
+
+def test_a_run_saved_by_an_earlier_version_still_counts_as_the_cells(tmp_path: Path):
+    """Earlier versions saved every key in config.yaml, whatever the algorithm: a sweep run then is
+    still recognised as its cell's (resumed or skipped), and a changed option is still found."""
+    from presa.config import PRESET_VALUES, SUITE_DEFAULTS, TrainConfig
+    from presa.sweep import _cell_config, _check_same_config
+
+    spec = build_spec({"out": str(tmp_path), "stores": ["a.zarr"], "methods": ["bc_all"], "preset": "study",
+                       "set": {"total_steps": 2500, "nu_lr": 0.1}})
+    (cell,) = expand_cells(spec, [StoreEntry(Path("/s/T.zarr"), "T", "bullet", 0.1, (10.0,))])
+    assert "nu_lr" not in cell.overrides
+    cfg = _cell_config(cell)
+    old = TrainConfig.from_dict({**SUITE_DEFAULTS["bullet"], **PRESET_VALUES["study"], "nu_lr": 0.1,
+                                 **cfg.to_dict()}).to_dict()
+    run = Path(cell.run_dir)
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump(old))
+    _check_same_config(cell, cfg)
+    (run / "config.yaml").write_text(yaml.safe_dump({**old, "lr": 3e-4}))
+    with pytest.raises(FeedbackgenError, match=r"another configuration \(lr"):
+        _check_same_config(cell, cfg)
 
 
 def test_a_cell_asking_auto_accepts_the_precision_its_run_recorded(tmp_path: Path):
@@ -155,7 +189,7 @@ def test_ray_backend_without_ray_names_the_extra(tmp_path: Path):
 def test_a_failing_cell_is_a_record_not_an_exception(tmp_path: Path):
     cell = Cell(id="x", store=str(tmp_path / "missing.zarr"), task="T", suite="bullet", noise=None,
                 method="bc_all", algo="bc_all", threshold=10.0, seed=0, options={},
-                overrides={"algo": "bc_all", "threshold": 10.0, "seed": 0, "total_steps": 5, "bc_steps": 0},
+                overrides={"algo": "bc_all", "threshold": 10.0, "seed": 0, "total_steps": 5},
                 preset="quick", run_dir=str(tmp_path / "runs" / "x"), episodes=1, eval_seed=0, eval_workers=1,
                 threads=1)
     assert cell_action(cell) == "train"

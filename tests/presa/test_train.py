@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from tiny_run import TINY
+from tiny_run import tiny_for
 
 from feedbackgen.errors import FeedbackgenError
 from feedbackgen.store import open_store
@@ -20,7 +20,7 @@ from presa.trainer import TrainEvent, resume, train
 
 
 def cfg_of(**over) -> TrainConfig:
-    return resolve_config(suite="bullet", overrides={**TINY, **over})
+    return resolve_config(suite="bullet", overrides={**tiny_for(over.get("algo", "presa")), **over})
 
 
 @pytest.fixture(scope="module")

@@ -8,13 +8,19 @@ from pathlib import Path
 import pytest
 import torch
 from presa_cli.presa_app import app
-from tiny_run import TINY
+from tiny_run import TINY, tiny_for
 from typer.testing import CliRunner
 
 from presa.checkpoint import load_checkpoint
 
 runner = CliRunner()
 SETS = [x for k, v in TINY.items() if k != "threshold" for x in ("--set", f"{k}={v}".replace(" ", ""))]
+
+
+def sets_for(algo: str) -> list[str]:
+    """SETS with only the keys ``algo`` reads."""
+    return [x for k, v in tiny_for(algo).items() if k != "threshold"
+            for x in ("--set", f"{k}={v}".replace(" ", ""))]
 
 
 def invoke(*args: str):
@@ -107,8 +113,9 @@ def test_bad_store_resume_and_device_errors(toy_store: Path, tmp_path: Path) -> 
 
 
 def test_config_file_and_set_precedence(toy_store: Path, tmp_path: Path) -> None:
+    # keys bc_all reads (delta and eta, which it does not read, are errors: see below)
     f = tmp_path / "c.yaml"
-    f.write_text("delta: 0.8\neta: 0.7\nalpha: 0.3\n")
+    f.write_text("lr: 0.001\ndropout: 0.1\nalpha: 0.3\n")
     out = tmp_path / "run"
     r = invoke(
         "--data",
@@ -119,11 +126,11 @@ def test_config_file_and_set_precedence(toy_store: Path, tmp_path: Path) -> None
         str(out),
         "--config",
         str(f),
-        *SETS,
+        *sets_for("bc_all"),
         "--set",
         "total_steps=21",
         "--set",
-        "delta=0.95",
+        "lr=0.002",
         "--algo",
         "bc_all",
     )
@@ -131,13 +138,60 @@ def test_config_file_and_set_precedence(toy_store: Path, tmp_path: Path) -> None
     import yaml
 
     cfg = yaml.safe_load((out / "config.yaml").read_text())
-    assert (cfg["delta"], cfg["eta"], cfg["alpha"], cfg["algo"], cfg["total_steps"]) == (
-        0.95,
-        0.7,
+    assert (cfg["lr"], cfg["dropout"], cfg["alpha"], cfg["algo"], cfg["total_steps"]) == (
+        0.002,
+        0.1,
         0.3,
         "bc_all",
         21,
     )
+    # the run's config.yaml holds the keys bc_all reads, and nothing else
+    assert "delta" not in cfg and "bc_steps" not in cfg and "hidden" in cfg
+
+
+@pytest.mark.parametrize(
+    "extra,needle",
+    [
+        (["--set", "nu_lr=0.1"],
+         "unknown config key 'nu_lr' (only presa, two_stage read it) for algorithm bc_safe; "
+         "valid keys: algo, threshold, seed,"),
+        (["--set", "nu_lrr=0.1"], "unknown config key 'nu_lrr' (did you mean nu_lr"),
+        (["--set", "delta=0.9", "--set", "bc_steps=5"], "unknown config keys 'delta' (only presa read it); "
+                                                        "'bc_steps' (only binary, cpl, presa,"),
+    ],
+)
+def test_a_key_the_algorithm_does_not_read_is_one_red_line(extra: list[str], needle: str, toy_store: Path,
+                                                          tmp_path: Path) -> None:
+    """nu_lr is PreSa's (and two_stage's) but not bc_safe's: it used to be ignored without a word."""
+    line = one_red_line(invoke("--data", str(toy_store), "--threshold", "4", "--algo", "bc_safe",
+                               "--preset", "study", "--out", str(tmp_path / "r"), *extra))
+    assert needle in line and "label_sources" in line
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_config_file_key_the_algorithm_does_not_read_is_an_error(toy_store: Path, tmp_path: Path) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text("delta: 0.8\nalpha: 0.3\n")
+    line = one_red_line(invoke("--data", str(toy_store), "--threshold", "4", "--algo", "bc_all",
+                               "--config", str(f), "--out", str(tmp_path / "r"), *sets_for("bc_all")))
+    assert "unknown config key 'delta' (only presa read it) for algorithm bc_all" in line
+    # the same file is fine for presa, which reads delta
+    r = invoke("--data", str(toy_store), "--threshold", "4", "--config", str(f), "--out", str(tmp_path / "p"),
+               *SETS, "--set", "total_steps=21")
+    assert r.exit_code == 0, r.output
+
+
+def test_presets_set_only_the_keys_the_algorithm_reads(toy_store: Path, tmp_path: Path) -> None:
+    # the study preset sets nu_lr, bc_steps, pair_batch, ...: bc_safe takes the keys it reads
+    out = tmp_path / "bc"
+    r = invoke("--data", str(toy_store), "--threshold", "8", "--algo", "bc_safe", "--preset", "study",
+               "--out", str(out), *sets_for("bc_safe"), "--set", "total_steps=21")
+    assert r.exit_code == 0, r.output
+    import yaml
+
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["algo"] == "bc_safe" and cfg["bc_batch"] == 64 and cfg["threads"] == 1
+    assert not {"nu_lr", "bc_steps", "pair_batch", "align_lr"} & set(cfg)
 
 
 def test_default_out_name(toy_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -151,11 +205,9 @@ def test_default_out_name(toy_store: Path, tmp_path: Path, monkeypatch: pytest.M
         "3",
         "--algo",
         "bc_all",
-        *SETS,
+        *sets_for("bc_all"),
         "--set",
         "total_steps=5",
-        "--set",
-        "bc_steps=0",
     )
     assert r.exit_code == 0, r.output
     (run,) = (tmp_path / "runs").iterdir()

@@ -15,3 +15,11 @@ TINY = {
     "threshold": 4.0,
     "threads": 1,
 }
+
+
+def tiny_for(algo: str) -> dict:
+    """TINY with only the keys ``algo`` reads: like a preset, a recipe for every algorithm (giving an
+    algorithm a key it does not read is an error)."""
+    from presa.config import applicable
+
+    return applicable(TINY, algo)

@@ -24,6 +24,13 @@ TINY_TRAIN = ("hidden=[32,32]", "pair_batch=16", "safety_batch=16", "bc_batch=64
               "warmup_steps=5", "log_every=5", "threads=1")
 
 
+def tiny_train_for(algo: str) -> tuple[str, ...]:
+    """TINY_TRAIN with only the keys ``algo`` reads (a key it does not read is an error)."""
+    from presa.config import valid_keys
+
+    return tuple(item for item in TINY_TRAIN if item.split("=", 1)[0] in valid_keys(algo))
+
+
 def set_args(*items: str) -> list[str]:
     """``("a=1", "b=2")`` -> ``["--set", "a=1", "--set", "b=2"]``."""
     return [x for item in items for x in ("--set", item)]
@@ -33,6 +40,7 @@ class Cli:
     """What the ``cli`` fixture hands out."""
 
     tiny_train = TINY_TRAIN
+    tiny_train_for = staticmethod(tiny_train_for)
     set_args = staticmethod(set_args)
 
     @staticmethod

@@ -196,14 +196,15 @@ def test_one_class_threshold_warns_in_make_and_stops_training(cost: float, kind:
     before = cli.snapshot(tmp_path)
     for algo in ("presa", "safety_only", "two_stage"):
         res = cli.presa("train", "--data", out, "--threshold", "10", "--algo", algo, "--preset", "quick",
-                        *cli.set_args(*cli.tiny_train), "--out", tmp_path / "runs" / algo, "--no-progress")
+                        *cli.set_args(*cli.tiny_train_for(algo)), "--out", tmp_path / "runs" / algo,
+                        "--no-progress")
         # 30 safety labels, 3 of them in the default 10 % validation split: training sees 27
         cli.one_error_line(res, f"{algo}: all 27 safety labels at threshold 10 are {kind}", "needs both")
     assert cli.snapshot(tmp_path) == before
     # a method that reads no safety labels still trains on it
     res = cli.presa("train", "--data", out, "--threshold", "10", "--algo", "cpl", "--preset", "quick",
-                    *cli.set_args(*cli.tiny_train, "total_steps=25"), "--out", tmp_path / "runs" / "cpl",
-                    "--no-progress")
+                    *cli.set_args(*cli.tiny_train_for("cpl"), "total_steps=25"),
+                    "--out", tmp_path / "runs" / "cpl", "--no-progress")
     assert res.exit_code == 0, res.output
 
 
@@ -304,7 +305,8 @@ def test_train_bad_threshold_and_resume_targets(store: Path, tmp_path: Path, cli
 def tiny_run(store: Path, tmp_path: Path, cli) -> Path:
     run = tmp_path / "runs" / "tiny"
     res = cli.presa("train", "--data", store, "--threshold", "10", "--algo", "bc_all", "--preset", "quick",
-                    *cli.set_args(*cli.tiny_train, "total_steps=25"), "--out", run, "--no-progress")
+                    *cli.set_args(*cli.tiny_train_for("bc_all"), "total_steps=25"), "--out", run,
+                    "--no-progress")
     assert res.exit_code == 0, res.output
     return run
 
