@@ -208,10 +208,10 @@ class TrainConfig(BaseConfig):
         delta_margin: the multiplier drives g_θ towards δ + margin (capped halfway to the ceiling),
             so that g_θ ≥ δ holds in most logging intervals rather than half of them.
         lambda_cb: conservative bias λ_cb ∈ (0, 1] of the preference loss.
-        pref_gate: ``none`` (every preference counts), ``not_unsafe`` (a preference counts unless
-            the segment it prefers is labelled unsafe at the run's threshold) or ``safe`` (only
-            when the segment it prefers is labelled safe), so that the preferences do not pull
-            towards behaviour the safety labels reject.
+        pref_gate: ``safe`` (default: a preference counts only when the segment it prefers is
+            labelled safe at the run's threshold), ``not_unsafe`` (unless that segment is labelled
+            unsafe) or ``none`` (every preference counts): the gate keeps the preferences from
+            pulling towards behaviour the safety labels reject (docs/method.md, "Preference gate").
         beta_s: slope β_s > 0 of the safety value sigmoid.
         beta_safe: slope of the safety value of segments labelled safe (None: ``beta_s``; default 5).
             A larger
@@ -249,7 +249,7 @@ class TrainConfig(BaseConfig):
     delta_margin: float = 0.02
     beta_safe: float | None = 5.0
     lambda_cb: float = 1.0
-    pref_gate: str = "none"
+    pref_gate: str = "safe"
     beta_s: float = 1.0
     zref_mode: str = "zero"
     zref_momentum: float = 0.9
