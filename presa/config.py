@@ -49,6 +49,7 @@ SUITES = ("bullet", "safety_gymnasium", "metadrive")
 PRESETS = ("full", "quick", "study")
 ZREF_MODES = ("ema", "batch", "kl", "zero")
 NU_RULES = ("sgd", "pid")
+PREF_GATES = ("none", "not_unsafe", "safe")
 POLICY_KINDS = ("deterministic", "gaussian")
 PRECISIONS = ("auto", "fp32", "bf16")
 SAFETY_DRAWS = ("pairs", "independent")
@@ -91,15 +92,16 @@ RESUME_MUTABLE = ("total_steps", "log_every", "checkpoint_every")
 
 # Every key, in the order config.yaml lists them (the order of the one flat config of earlier versions).
 KEYS = ("algo", "threshold", "seed", "device", "threads", "precision", "alpha", "gamma", "eta", "delta",
-        "delta_fraction", "delta_margin", "beta_safe", "lambda_cb", "beta_s", "zref_mode", "zref_momentum",
-        "zref_clamp", "nu_init", "nu_lr", "nu_max", "nu_rule", "pid_kp", "pid_kd", "bc_steps", "total_steps",
-        "pair_batch", "safety_batch", "safety_draw", "bc_batch", "policy", "hidden", "dropout", "lr",
-        "align_lr", "warmup_steps", "log_every", "checkpoint_every", "label_sources")
+        "delta_fraction", "delta_margin", "beta_safe", "lambda_cb", "pref_gate", "beta_s", "zref_mode",
+        "zref_momentum", "zref_clamp", "nu_init", "nu_lr", "nu_max", "nu_rule", "pid_kp", "pid_kd",
+        "bc_steps", "total_steps", "pair_batch", "safety_batch", "safety_draw", "bc_batch", "policy",
+        "hidden", "dropout", "lr", "align_lr", "warmup_steps", "log_every", "checkpoint_every",
+        "label_sources")
 
 # Keys added after runs were saved without them, with the value that reproduces such a run where
 # that is not today's default: a saved config.yaml without the key was made with this value
 # (:func:`saved_config`). Only keys the run's algorithm reads are applied.
-KEYS_ADDED_LATER: dict[str, Any] = {"safety_draw": "independent"}
+KEYS_ADDED_LATER: dict[str, Any] = {"safety_draw": "independent", "pref_gate": "none"}
 
 
 @dataclass(frozen=True)
@@ -206,6 +208,10 @@ class TrainConfig(BaseConfig):
         delta_margin: the multiplier drives g_θ towards δ + margin (capped halfway to the ceiling),
             so that g_θ ≥ δ holds in most logging intervals rather than half of them.
         lambda_cb: conservative bias λ_cb ∈ (0, 1] of the preference loss.
+        pref_gate: ``safe`` (default: a preference counts only when the segment it prefers is
+            labelled safe at the run's threshold), ``not_unsafe`` (unless that segment is labelled
+            unsafe) or ``none`` (every preference counts): the gate keeps the preferences from
+            pulling towards behaviour the safety labels reject (docs/method.md, "Preference gate").
         beta_s: slope β_s > 0 of the safety value sigmoid.
         beta_safe: slope of the safety value of segments labelled safe (None: ``beta_s``; default 5).
             A larger
@@ -243,6 +249,7 @@ class TrainConfig(BaseConfig):
     delta_margin: float = 0.02
     beta_safe: float | None = 5.0
     lambda_cb: float = 1.0
+    pref_gate: str = "safe"
     beta_s: float = 1.0
     zref_mode: str = "zero"
     zref_momentum: float = 0.9
@@ -533,6 +540,7 @@ def _validate(c: BaseConfig) -> None:
         bad("lr and align_lr must be > 0" if "align_lr" in has else f"lr must be > 0, got {c.lr:g}")
     choice("zref_mode", ZREF_MODES)
     choice("nu_rule", NU_RULES)
+    choice("pref_gate", PREF_GATES)
     choice("policy", POLICY_KINDS)
     choice("precision", PRECISIONS)
     choice("safety_draw", SAFETY_DRAWS)

@@ -38,7 +38,8 @@ def segment_scores(logp: torch.Tensor, ref_logp: torch.Tensor, weights: torch.Te
 
 
 def preference_loss(score_a: torch.Tensor, score_b: torch.Tensor, label: torch.Tensor,
-                    lambda_cb: float = 1.0) -> torch.Tensor:
+                    lambda_cb: float = 1.0, count_a: torch.Tensor | None = None,
+                    count_b: torch.Tensor | None = None) -> torch.Tensor:
     """CPL-style preference loss with conservative bias, label y = P(b ≻ a)::
 
         L = mean[ y · softplus(−(S_b − λ_cb·S_a)) + (1 − y) · softplus(−(S_a − λ_cb·S_b)) ]
@@ -49,11 +50,17 @@ def preference_loss(score_a: torch.Tensor, score_b: torch.Tensor, label: torch.T
         score_a, score_b: S_θ of the first and second segment of each pair, (P,).
         label: y = P(b ≻ a) ∈ [0, 1], (P,).
         lambda_cb: conservative bias λ_cb ∈ (0, 1].
+        count_a, count_b: optional 0/1 weights, (P,): whether a preference *for* a (resp. b) counts.
+            With them the loss is the weighted sum over the counted terms divided by their total
+            weight (0 when nothing counts).
     """
     lose_a = F.softplus(-(score_b - lambda_cb * score_a))
     lose_b = F.softplus(-(score_a - lambda_cb * score_b))
-    return (label * lose_a + (1.0 - label) * lose_b).mean()
-
+    if count_a is None and count_b is None:
+        return (label * lose_a + (1.0 - label) * lose_b).mean()
+    w_b = label * (count_b if count_b is not None else 1.0)
+    w_a = (1.0 - label) * (count_a if count_a is not None else 1.0)
+    return (w_b * lose_a + w_a * lose_b).sum() / (w_a + w_b).sum().clamp(min=1e-8)
 
 
 def preference_accuracy(score_a: torch.Tensor, score_b: torch.Tensor, label: torch.Tensor) -> torch.Tensor:

@@ -81,6 +81,22 @@ def pair_safety_rows(data: TrainingData) -> torch.Tensor | None:
     return None
 
 
+def preference_gate(data: TrainingData, gate: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Per training pair, (P,) 0/1 weights of a preference for a and for b (None: all count).
+
+    ``safe``: a preference counts only when the segment it prefers is labelled safe at the run's
+    threshold; ``not_unsafe``: unless that segment is labelled unsafe (segments without a safety
+    label count). At a larger threshold more segments are safe, so more of the preferences — those
+    for costlier, higher-reward behaviour — shape the policy (docs/method.md, "Preference gate").
+    """
+    if gate == "none":
+        return None
+    label = torch.full((data.n_segments,), -1.0, device=data.pref_a.device)  # -1: no safety label
+    label[data.safety_segment] = data.safety_label
+    counts = (label > 0.5) if gate == "safe" else (label != 0.0)
+    return counts[data.pref_a].to(torch.float32), counts[data.pref_b].to(torch.float32)
+
+
 @register("presa")
 class PreSa(ReferenceAlignment):
     """The PreSa algorithm; state beyond the networks: ν (and the PID terms) and z_ref."""
@@ -111,6 +127,7 @@ class PreSa(ReferenceAlignment):
         self.ceiling: ceiling_rule.Ceiling | None = None
         self.delta = self.delta_target = float("nan")
         self.pair_safety = pair_safety_rows(data) if cfg.safety_draw == "pairs" else None
+        self.pref_counts = preference_gate(data, cfg.pref_gate)
 
     def _cache_reference(self) -> None:
         super()._cache_reference()
@@ -141,7 +158,9 @@ class PreSa(ReferenceAlignment):
         zref = losses.zref_update(cfg.zref_mode, self.zref, s_s, cfg.zref_momentum,
                                   kl[2 * n:].mean() if kl is not None else None, clamp=cfg.zref_clamp)
         g = losses.safety_alignment(s_s, safe, zref, cfg.beta_s, cfg.eta, cfg.beta_safe)
-        pref = losses.preference_loss(s_a, s_b, y, cfg.lambda_cb)
+        count_a, count_b = ((None, None) if self.pref_counts is None
+                            else (self.pref_counts[0][p], self.pref_counts[1][p]))
+        pref = losses.preference_loss(s_a, s_b, y, cfg.lambda_cb, count_a, count_b)
         loss = losses.lagrangian(pref, g, self.nu, self.delta_target)
 
         self.optimizer.zero_grad(set_to_none=True)

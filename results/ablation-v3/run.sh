@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The ablation behind PreSa's defaults (docs/method.md, "Defaults"): BallRun-mini, κ = 20, seed 0,
-# study preset, each variant one change from the defaults. From the repository root; two runs at a
+# study preset, each variant one change from the defaults (the defaults of the time: no preference gate,
+# fp32, independent safety draws, pinned below). From the repository root; two runs at a
 # time, one torch thread each. Then: .venv/bin/python results/ablation-v3/table.py
 set -uo pipefail
 OUT=results/ablation-v3
@@ -21,7 +22,8 @@ run() {
   local dir=$OUT/runs/$name
   [ -f "$dir/eval/eval-seed0-n20.json" ] && return 0
   rm -rf "$dir"
-  .venv/bin/presa train --data "$STORE" --threshold 20 --seed 0 --preset study --out "$dir" --no-progress "$@" \
+  .venv/bin/presa train --data "$STORE" --threshold 20 --seed 0 --preset study --out "$dir" --no-progress \
+    --set pref_gate=none --set precision=fp32 --set safety_draw=independent "$@" \
     > /dev/null && .venv/bin/presa eval "$dir" --episodes 20 --seed 0 --workers 1 > /dev/null
 }
 export -f run; export OUT STORE

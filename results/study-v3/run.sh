@@ -7,7 +7,8 @@
 #   WAVE=peers      BC-Safe-Seg, BC-Safe (oracle), binary alignment, TraC (oracle), seed 0
 #   WAVE=others     BC-All, CPL, safety-only, seed 0
 #   WAVE=peer-seeds the peers on seeds 10 and 20
-# TASKS / THRESHOLDS choose the slice.
+# TASKS / THRESHOLDS choose the slice. The study predates the preference gate, the precision option
+# and paired safety draws: the --set pins reproduce it with today's code.
 set -euo pipefail
 TASKS=${TASKS:-BallRun-mini,CarRun-mini,BallCircle-mini}
 task_args=()
@@ -23,5 +24,6 @@ esac
 for seed in ${SEEDS//,/ }; do
   .venv/bin/presa sweep --out results/study-v3 "${task_args[@]}" --noise 0.1 \
     --thresholds "$THRESHOLDS" --seeds "$seed" --methods "$METHODS" \
-    --preset study --set threads=1 --threads 1 --episodes 20 --eval-workers 1 --workers 2 --no-report "$@"
+    --preset study --set threads=1 \
+    --set pref_gate=none --set precision=fp32 --set safety_draw=independent --threads 1 --episodes 20 --eval-workers 1 --workers 2 --no-report "$@"
 done

@@ -353,3 +353,21 @@ def test_presa_refuses_a_delta_above_the_label_noise_ceiling_before_training(tin
     with pytest.raises(FeedbackgenError, match=want):
         train(_cfg("presa", delta=0.99), tiny_store, tmp_path / "refused")
     assert not (tmp_path / "refused").exists()
+
+
+@pytest.mark.parametrize("gate", ["safe", "not_unsafe"])
+def test_presa_preference_gate_follows_the_winners_safety_label(tiny_store: Path, gate: str):
+    from presa.algos.presa import preference_gate
+
+    data = TrainingData.from_store(tiny_store, threshold=20.0, gamma=0.99)
+    assert preference_gate(data, "none") is None
+    count_a, count_b = preference_gate(data, gate)
+    label = {int(s): float(u) for s, u in zip(data.safety_segment, data.safety_label, strict=True)}
+    for seg, count in ((data.pref_a, count_a), (data.pref_b, count_b)):
+        for s, c in zip(seg.tolist(), count.tolist(), strict=True):
+            u = label.get(s)  # None: the segment has no safety label
+            expected = (u == 1.0) if gate == "safe" else (u != 0.0)
+            assert c == float(expected)
+    # not vacuous: the pairs hold both counted and uncounted preferences
+    counted = float(count_a.sum() + count_b.sum())
+    assert 0 < counted < 2 * len(count_a)

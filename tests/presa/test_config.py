@@ -236,6 +236,13 @@ def test_saved_configs_of_earlier_versions_still_load() -> None:
         saved_config({**values, "nu_lrr": 1})
 
 
+def test_a_presa_run_saved_before_the_preference_gate_loads_without_it() -> None:
+    values = TrainConfig(algo="presa", threshold=20.0).to_dict()
+    del values["pref_gate"]  # runs saved before the key existed trained every preference
+    assert saved_config(values).pref_gate == "none"
+    assert saved_config({**values, "pref_gate": "safe"}).pref_gate == "safe"
+
+
 def test_a_saved_config_as_config_file_gives_the_keys_the_algorithm_reads(tmp_path) -> None:
     presa_run = resolve_config(preset="study", overrides={"threshold": 20, "lr": 3e-4})
     f = tmp_path / "config.yaml"

@@ -228,3 +228,21 @@ def test_input_linear_gradient_matches_autograd_linear() -> None:
         pi.log_prob(x, a).mean().backward()
     for k, p in pi.named_parameters():
         assert torch.allclose(p.grad, fast[k], rtol=1e-5, atol=1e-8), k
+
+
+def test_preference_loss_counts_only_the_preferences_that_count() -> None:
+    sp2 = math.log1p(math.exp(-2.0))
+    s_a, s_b, y = t(0.0, 0.0), t(2.0, 2.0), t(1.0, 0.0)
+    ones = t(1.0, 1.0)
+    # every preference counts: the plain loss
+    assert close(losses.preference_loss(s_a, s_b, y, count_a=ones, count_b=ones),
+                 losses.preference_loss(s_a, s_b, y))
+    # pair 1 prefers b, pair 2 prefers a; a preference for a does not count: only pair 1's term
+    assert close(losses.preference_loss(s_a, s_b, y, count_a=t(0.0, 0.0), count_b=ones), sp2)
+    # a soft label splits a pair: y = ½ with only b counting leaves the "b wins" half
+    assert close(losses.preference_loss(t(0.0), t(2.0), t(0.5), count_a=t(0.0), count_b=t(1.0)), sp2)
+    # nothing counts: 0, and no NaN gradient
+    sa = t(0.0).requires_grad_()
+    zero = losses.preference_loss(sa, t(2.0), t(1.0), count_a=t(1.0), count_b=t(0.0))
+    zero.backward()
+    assert float(zero) == 0.0 and float(sa.grad) == 0.0
