@@ -324,7 +324,7 @@ class ReferenceAlignment(Algorithm):
         Returns:
             (scores (K,), per-segment α·Σγ^t·KL(π_θ‖π_ref) (K,) if ``with_kl`` else None).
         """
-        assert self.ref_logp is not None and self.ref_params is not None
+        assert self.ref_logp is not None and self.ref_params is not None and self.action_var is not None
         unique, inverse = torch.unique(segments, return_inverse=True)
         dedup = unique.shape[0] < segments.shape[0]
         if dedup:
@@ -356,7 +356,7 @@ class ReferenceAlignment(Algorithm):
         unbounded). These bound what any policy of this class can score on a segment, whatever
         its weights (docs/method.md, "The attainable ceiling").
         """
-        assert self.ref_logp is not None and self.ref_params is not None
+        assert self.ref_logp is not None and self.ref_params is not None and self.action_var is not None
         rows = self.data.seg_index[segments]
         weights = self.data.seg_weight[segments]
         flat = rows.reshape(-1)

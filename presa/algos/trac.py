@@ -49,13 +49,14 @@ def trac_labels(data: TrainingData, top_fraction: float = TOP_FRACTION) -> tuple
     Raises:
         FeedbackgenError: the store has no oracle group (it was stripped).
     """
+    oracle = data.store.oracle
     safe = segment_safe_oracle(data.store, data.threshold_index)
-    if safe is None:
+    if oracle is None or safe is None:
         raise FeedbackgenError(f"trac needs the ground-truth segment costs and returns, but the store "
                                f"{data.store_path} has no oracle group (it was stripped); train on the "
                                "unstripped store")
     used = torch.unique(torch.cat([data.pref_a, data.pref_b, data.safety_segment])).cpu().numpy()
-    ret = np.asarray(data.store.oracle.segment_return, dtype=np.float64)[used]
+    ret = np.asarray(oracle.segment_return, dtype=np.float64)[used]
     is_safe = safe[used]
     safe_ret = ret[is_safe]
     labels = np.full(used.shape, -1, dtype=np.int64)

@@ -86,12 +86,13 @@ class MLP(nn.Module):
     def __init__(self, n_in: int, hidden: tuple[int, ...], n_out: int, generator: torch.Generator) -> None:
         super().__init__()
         sizes = (n_in, *hidden, n_out)
-        self.layers = nn.ModuleList(nn.Linear(i, o) for i, o in zip(sizes[:-1], sizes[1:], strict=True))
+        layers = [nn.Linear(i, o) for i, o in zip(sizes[:-1], sizes[1:], strict=True)]
         with torch.no_grad():
-            for lin in self.layers:
+            for lin in layers:
                 bound = 1.0 / math.sqrt(lin.in_features)
                 lin.weight.uniform_(-bound, bound, generator=generator)
                 lin.bias.uniform_(-bound, bound, generator=generator)
+        self.layers = nn.ModuleList(layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for lin in self.layers[:-1]:
