@@ -82,12 +82,12 @@ def pair_safety_rows(data: TrainingData) -> torch.Tensor | None:
 
 
 @register("presa")
-class PreSa(ReferenceAlignment):
-    """The PreSa algorithm; state beyond the networks: ν (and the PID terms) and z_ref."""
+class PreSa(ReferenceAlignment[TrainConfig]):
+    """The PreSa algorithm (it reads every key); state beyond the networks: ν (and the PID terms)
+    and z_ref."""
 
     needs_preferences = True
     needs_safety = True
-    config_class = TrainConfig  # it reads every key
 
     @classmethod
     def check_data(cls, data: TrainingData, cfg: TrainConfig) -> None:
