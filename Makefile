@@ -1,8 +1,8 @@
 # The two commands the README opens with:
 #   make demo   set up .venv (first time only) and run feedbackgen make -> presa train -> presa eval
 #               on a dataset the project ships, offline
-#   make test   set up .venv (first time only) and run the default test suite, then the
-#               docstring examples of feedbackgen and presa (a separate pytest run: with
+#   make test   set up .venv (first time only), run ruff and mypy, the default test suite, then
+#               the docstring examples of feedbackgen and presa (a separate pytest run: with
 #               --doctest-modules, tests/feedbackgen and tests/presa would clash with the packages)
 PYTHON ?= python3.11
 VENV   ?= .venv
@@ -17,7 +17,16 @@ DEMO_THRESHOLD ?= 20
 DEMO_PRESET ?= study
 DEMO_EPISODES ?= 20
 
-.PHONY: demo test test-slow install install-all lint bench clean-demo
+.PHONY: demo test test-slow install install-all lint typecheck bench clean-demo
+
+# mypy on every package: the CLI is the package presa_cli only through setuptools' package-dir
+# (cli/ -> presa_cli), which mypy cannot see through the editable install, so a link under build/
+# (gitignored) gives it that name on MYPYPATH.
+MYPY_PATH := build/mypy-path
+define MYPY
+	@mkdir -p $(MYPY_PATH) && ln -sfn ../../cli $(MYPY_PATH)/presa_cli
+	MYPYPATH=$(MYPY_PATH) $(VENV)/bin/mypy -p feedbackgen -p presa -p presa_cli
+endef
 
 $(PY):
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=/path/to/python3.11" >&2; exit 1; }
@@ -58,6 +67,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check feedbackgen presa cli tests benchmarks datasets
+	$(MYPY)
 	$(VENV)/bin/python -m pytest -q -n 2
 	$(VENV)/bin/python -m pytest -q --doctest-modules feedbackgen presa
 
@@ -66,6 +76,9 @@ test-slow: install-all
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check feedbackgen presa cli tests benchmarks datasets
+
+typecheck: $(STAMP)
+	$(MYPY)
 
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/run_all.py

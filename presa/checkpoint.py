@@ -119,7 +119,8 @@ def resolve_latest_checkpoint(path_or_run_dir: str | Path) -> Path:
 # -- RNG state --------------------------------------------------------------------------------------
 def capture_rng(generator: torch.Generator) -> dict[str, Any]:
     """Every RNG state: the run's generator and the global torch / CUDA / numpy / python ones."""
-    np_state = np.random.get_state()
+    np_state = np.random.get_state(legacy=True)
+    assert isinstance(np_state, tuple)  # the MT19937 tuple (numpy's stubs type the default as a dict)
     return {
         "generator": generator.get_state(),
         "generator_device": str(generator.device),

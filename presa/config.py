@@ -6,11 +6,14 @@ Precedence, lowest first::
                     <  --config file.yaml  <  explicit CLI options and --set key=value
 
 Every option of the method (``docs/method.md``) is a field of :class:`TrainConfig`, PreSa's
-config, which reads them all. Every algorithm has its own frozen config dataclass holding only the
-keys it reads: the shared ones of :class:`BaseConfig` (steps, BC batch, learning rate, seed,
-threads, policy network, logging, ...) and the ones it declares next to its class
-(``settings`` in ``presa/algos/<name>.py``; :func:`algorithm_config` builds the class with
-TrainConfig's types, defaults and checks). A key the run's algorithm does not read is one error
+config, which reads them all. Each key is defined once (type, default, documentation; its checks
+are in one function for every class): the shared ones in :class:`BaseConfig` (steps, BC batch,
+learning rate, seed, threads, policy network, logging, ...), the three of the algorithms that align
+against a behaviour-cloned reference in :class:`AlignmentConfig`, the others in TrainConfig. Every
+other algorithm has its own frozen config dataclass, declared next to it in
+``presa/algos/<name>.py``, holding only the keys it reads: a subclass of BaseConfig (or
+AlignmentConfig) that adds the keys it reads as ``key: type = TrainConfig.key``, with TrainConfig's
+type and default (:func:`check_config_class`). A key the run's algorithm does not read is one error
 line listing the keys it does (:func:`check_keys`), whether it comes from ``--set``, a config file
 or a library call. Suite defaults and presets are recipes for every algorithm: they set only the
 keys the run's algorithm reads.
@@ -38,7 +41,7 @@ import types
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import yaml
 
@@ -108,7 +111,7 @@ KEYS_ADDED_LATER: dict[str, Any] = {"safety_draw": "independent", "pref_gate": "
 class BaseConfig:
     """The settings every algorithm reads (the trainer, the data, the policy network and its
     optimiser). Immutable; validated on construction. Each algorithm's config class adds the keys
-    it reads beyond these (:func:`algorithm_config`; :class:`TrainConfig` has them all).
+    it reads beyond these (:class:`TrainConfig` has them all).
 
     Attributes:
         algo: registered algorithm name (``presa``, ``bc_all``, ...; see ``presa.algos``).
@@ -174,7 +177,7 @@ class BaseConfig:
         return out
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> BaseConfig:
+    def from_dict(cls, values: dict[str, Any]) -> Self:
         """Build from a mapping of field names, coercing strings/lists to field types.
 
         Raises:
@@ -184,7 +187,7 @@ class BaseConfig:
         _check(values, cls.valid_keys(), str(values.get("algo") or _default_algo(cls)))
         return cls(**{k: _coerce(k, v) for k, v in values.items()})
 
-    def replace(self, **changes: Any) -> BaseConfig:
+    def replace(self, **changes: Any) -> Self:
         """A copy with ``changes`` applied (and validated)."""
         _check(changes, self.valid_keys(), self.algo)
         return dataclasses.replace(self, **{k: _coerce(k, v) for k, v in changes.items()})
@@ -195,9 +198,26 @@ SHARED_KEYS = BaseConfig.valid_keys()
 
 
 @dataclass(frozen=True)
-class TrainConfig(BaseConfig):
+class AlignmentConfig(BaseConfig):
+    """The settings of the algorithms that behaviour-clone a reference policy and then align against
+    it (:class:`presa.algos.ReferenceAlignment`: PreSa, CPL, ...): the shared ones and these.
+
+    Attributes:
+        bc_steps: behaviour-cloning steps (phase 1), counted within ``total_steps``.
+        align_lr: learning rate of the alignment phase, reached after the warm-up.
+        warmup_steps: linear warm-up from 0 to ``align_lr`` after BC (0: no warm-up).
+    """
+
+    bc_steps: int = 30_000
+    align_lr: float = 1e-5
+    warmup_steps: int = 10_000
+
+
+@dataclass(frozen=True)
+class TrainConfig(AlignmentConfig):
     """Every option of a training run: PreSa's config, and the one definition (type, default,
-    checks) of each key that some algorithm reads beyond :class:`BaseConfig`'s.
+    documentation) of each key that some algorithm reads beyond :class:`AlignmentConfig`'s. Another
+    algorithm's config class declares such a key as ``key: type = TrainConfig.key``.
 
     Attributes:
         eta: weight ratio η > 0 of unsafe to safe segments in g_θ.
@@ -229,7 +249,6 @@ class TrainConfig(BaseConfig):
         nu_rule: ``sgd`` (projected dual ascent) or ``pid`` (PID Lagrangian).
         pid_kp: proportional gain of the PID rule.
         pid_kd: derivative gain of the PID rule.
-        bc_steps: behaviour-cloning steps (phase 1), counted within ``total_steps``.
         pair_batch: preference pairs per alignment step.
         safety_batch: safety-labelled segments per alignment step.
         safety_draw: how PreSa draws the safety batch. ``pairs`` (default): when the store's safety
@@ -239,8 +258,6 @@ class TrainConfig(BaseConfig):
             otherwise, and with ``independent``, drawn on their own (what runs made before this
             option did; a saved config without the key reads as ``independent``,
             :data:`KEYS_ADDED_LATER`).
-        align_lr: learning rate of the alignment phase, reached after the warm-up.
-        warmup_steps: linear warm-up from 0 to ``align_lr`` after BC (0: no warm-up).
     """
 
     eta: float = 1.0
@@ -260,41 +277,43 @@ class TrainConfig(BaseConfig):
     nu_rule: str = "pid"
     pid_kp: float = 10.0
     pid_kd: float = 0.0
-    bc_steps: int = 30_000
     pair_batch: int = 96
     safety_batch: int = 96
     safety_draw: str = "pairs"
-    align_lr: float = 1e-5
-    warmup_steps: int = 10_000
 
 
 if set(TrainConfig.valid_keys()) != set(KEYS) or len(KEYS) != len(fields(TrainConfig)):  # pragma: no cover
     raise RuntimeError("presa.config.KEYS must list every TrainConfig field once")
 
 
-def algorithm_config(algo: str, keys: tuple[str, ...] | list[str] = (), *,
-                     class_name: str | None = None) -> type[BaseConfig]:
-    """The frozen config dataclass (named ``class_name``) of algorithm ``algo``: the shared keys and
-    ``keys`` (any of :data:`KEYS`), each with :class:`TrainConfig`'s type, default and checks; its
-    ``algo`` defaults to ``algo``. :func:`presa.algos.register` calls it with the algorithm's
-    ``settings``.
+def check_config_class(algo: str, cls: type[BaseConfig]) -> None:
+    """Check that ``cls`` can be algorithm ``algo``'s config class (:func:`presa.algos.register` calls
+    it): a frozen dataclass of its own that subclasses :class:`BaseConfig`, whose ``algo`` defaults to
+    ``algo``, and whose other keys are TrainConfig keys with TrainConfig's type and default, so that
+    each key has one definition however many algorithms read it.
 
     Raises:
-        ValueError: a key that is not a TrainConfig field (a programming error).
+        ValueError: a programming error, naming the key and what to write.
     """
-    unknown = sorted(set(keys) - set(KEYS))
-    if unknown:
-        raise ValueError(f"{algo}: {', '.join(unknown)} are not TrainConfig fields; add them there first")
+    if not (isinstance(cls, type) and issubclass(cls, BaseConfig)) or "__dataclass_fields__" not in vars(cls):
+        raise ValueError(f"algorithm {algo!r}: its config class {cls!r} must be a subclass of BaseConfig "
+                         "decorated @dataclass(frozen=True)")
+    default = _default_algo(cls)
+    if default != algo:
+        raise ValueError(f"algorithm {algo!r}: its config class defaults algo to {default!r}")
     spec = {f.name: f for f in fields(TrainConfig)}
-    hints = typing.get_type_hints(TrainConfig)
-    own = [k for k in KEYS if k in set(keys) and k not in SHARED_KEYS]
-    specs: list[tuple[str, Any, Any]] = [("algo", str, field(default=algo))]
-    specs += [(k, hints[k], field(default=spec[k].default)) for k in own]
-    doc = (f"The settings of algorithm {algo!r}: the shared ones (BaseConfig)"
-           + (f" and {', '.join(own)}" if own else "") + "; every key is documented in TrainConfig.")
-    name = class_name or "".join(part.title() for part in algo.split("_")) + "Config"
-    return dataclasses.make_dataclass(name, specs, bases=(BaseConfig,), frozen=True,
-                                      namespace={"__doc__": doc})
+    hints, own = typing.get_type_hints(TrainConfig), typing.get_type_hints(cls)
+    for f in fields(cls):
+        if f.name == "algo":
+            continue
+        if f.name not in spec:
+            raise ValueError(f"algorithm {algo!r}: {cls.__name__}.{f.name} is not a TrainConfig field; "
+                             "add it there first")
+        if own[f.name] != hints[f.name] or f.default != spec[f.name].default:
+            tp = hints[f.name]
+            type_name = tp.__name__ if isinstance(tp, type) else str(tp)
+            raise ValueError(f"algorithm {algo!r}: {cls.__name__}.{f.name} must have TrainConfig's type and "
+                             f"default; declare it as `{f.name}: {type_name} = TrainConfig.{f.name}`")
 
 
 def _default_algo(cls: type[BaseConfig]) -> str:
@@ -480,6 +499,7 @@ def _type_name(tp: Any) -> str:
 def _validate(c: BaseConfig) -> None:
     """The checks of every key ``c`` has (a config class has only its algorithm's keys)."""
     has = set(type(c).valid_keys())
+    extra: Any = c  # the keys beyond BaseConfig's, read where ``has`` holds them
 
     def bad(msg: str) -> None:
         raise FeedbackgenError(msg)
@@ -502,41 +522,41 @@ def _validate(c: BaseConfig) -> None:
                  "align_lr"):
         if name in has:
             finite(name)
-    if get("delta") is not None and (finite("delta") <= 0.0 or c.delta >= 1.0):
-        bad(f"delta must be in (0, 1) (the constraint is g_θ ≥ δ with g_θ ∈ (0, 1)), got {c.delta:g}; "
+    if get("delta") is not None and (finite("delta") <= 0.0 or extra.delta >= 1.0):
+        bad(f"delta must be in (0, 1) (the constraint is g_θ ≥ δ with g_θ ∈ (0, 1)), got {extra.delta:g}; "
             "leave it unset for the default from the store's ceiling, or use e.g. --set delta=0.7")
-    if "delta_fraction" in has and not 0.0 < c.delta_fraction < 1.0:
-        bad(f"delta_fraction must be in (0, 1), got {c.delta_fraction:g}")
+    if "delta_fraction" in has and not 0.0 < extra.delta_fraction < 1.0:
+        bad(f"delta_fraction must be in (0, 1), got {extra.delta_fraction:g}")
     if get("beta_safe") is not None and (finite("beta_safe") <= 0.0):
-        bad(f"beta_safe must be > 0, got {c.beta_safe:g}")
-    if "delta_margin" in has and c.delta_margin < 0.0:
-        bad(f"delta_margin must be >= 0, got {c.delta_margin:g}")
+        bad(f"beta_safe must be > 0, got {extra.beta_safe:g}")
+    if "delta_margin" in has and extra.delta_margin < 0.0:
+        bad(f"delta_margin must be >= 0, got {extra.delta_margin:g}")
     if c.alpha <= 0:
         bad(f"alpha must be > 0, got {c.alpha:g}")
     if not 0.0 < c.gamma <= 1.0:
         bad(f"gamma must be in (0, 1], got {c.gamma:g}")
-    if "eta" in has and c.eta <= 0:
-        bad(f"eta must be > 0, got {c.eta:g}")
-    if "lambda_cb" in has and not 0.0 < c.lambda_cb <= 1.0:
-        bad(f"lambda_cb must be in (0, 1], got {c.lambda_cb:g}")
-    if "beta_s" in has and c.beta_s <= 0:
-        bad(f"beta_s must be > 0, got {c.beta_s:g}")
-    if "zref_momentum" in has and not 0.0 <= c.zref_momentum < 1.0:
-        bad(f"zref_momentum must be in [0, 1), got {c.zref_momentum:g}")
-    if "nu_max" in has and c.nu_max <= 0:
-        bad(f"nu_max must be > 0, got {c.nu_max:g}")
+    if "eta" in has and extra.eta <= 0:
+        bad(f"eta must be > 0, got {extra.eta:g}")
+    if "lambda_cb" in has and not 0.0 < extra.lambda_cb <= 1.0:
+        bad(f"lambda_cb must be in (0, 1], got {extra.lambda_cb:g}")
+    if "beta_s" in has and extra.beta_s <= 0:
+        bad(f"beta_s must be > 0, got {extra.beta_s:g}")
+    if "zref_momentum" in has and not 0.0 <= extra.zref_momentum < 1.0:
+        bad(f"zref_momentum must be in [0, 1), got {extra.zref_momentum:g}")
+    if "nu_max" in has and extra.nu_max <= 0:
+        bad(f"nu_max must be > 0, got {extra.nu_max:g}")
     if "nu_init" in has:
-        if "nu_max" in has and not 0.0 <= c.nu_init <= c.nu_max:
-            bad(f"nu_init must be in [0, nu_max={c.nu_max:g}], got {c.nu_init:g}")
-        if c.nu_init < 0.0:
-            bad(f"nu_init must be ≥ 0, got {c.nu_init:g}")
-    if "nu_lr" in has and c.nu_lr <= 0:
-        bad(f"nu_lr must be > 0, got {c.nu_lr:g}")
-    if ("pid_kp" in has and c.pid_kp < 0) or ("pid_kd" in has and c.pid_kd < 0):
+        if "nu_max" in has and not 0.0 <= extra.nu_init <= extra.nu_max:
+            bad(f"nu_init must be in [0, nu_max={extra.nu_max:g}], got {extra.nu_init:g}")
+        if extra.nu_init < 0.0:
+            bad(f"nu_init must be ≥ 0, got {extra.nu_init:g}")
+    if "nu_lr" in has and extra.nu_lr <= 0:
+        bad(f"nu_lr must be > 0, got {extra.nu_lr:g}")
+    if ("pid_kp" in has and extra.pid_kp < 0) or ("pid_kd" in has and extra.pid_kd < 0):
         bad("pid_kp and pid_kd must be ≥ 0")
     if not 0.0 <= c.dropout < 1.0:
         bad(f"dropout must be in [0, 1), got {c.dropout:g}")
-    if c.lr <= 0 or ("align_lr" in has and c.align_lr <= 0):
+    if c.lr <= 0 or ("align_lr" in has and extra.align_lr <= 0):
         bad("lr and align_lr must be > 0" if "align_lr" in has else f"lr must be > 0, got {c.lr:g}")
     choice("zref_mode", ZREF_MODES)
     choice("nu_rule", NU_RULES)
@@ -554,15 +574,15 @@ def _validate(c: BaseConfig) -> None:
     if c.seed < 0:
         bad(f"seed must be ≥ 0, got {c.seed}")
     if "bc_steps" in has:
-        if c.total_steps < 1 or c.bc_steps < 0 or c.bc_steps > c.total_steps:
-            bad(f"need 0 ≤ bc_steps ≤ total_steps and total_steps ≥ 1, got bc_steps={c.bc_steps}, "
+        if c.total_steps < 1 or extra.bc_steps < 0 or extra.bc_steps > c.total_steps:
+            bad(f"need 0 ≤ bc_steps ≤ total_steps and total_steps ≥ 1, got bc_steps={extra.bc_steps}, "
                 f"total_steps={c.total_steps}")
     elif c.total_steps < 1:
         bad(f"total_steps must be ≥ 1, got {c.total_steps}")
     for name in ("pair_batch", "safety_batch", "bc_batch", "log_every"):
         if name in has and getattr(c, name) < 1:
             bad(f"{name} must be ≥ 1, got {getattr(c, name)}")
-    if ("warmup_steps" in has and c.warmup_steps < 0) or c.checkpoint_every < 0:
+    if ("warmup_steps" in has and extra.warmup_steps < 0) or c.checkpoint_every < 0:
         bad("warmup_steps and checkpoint_every must be ≥ 0" if "warmup_steps" in has
             else f"checkpoint_every must be ≥ 0, got {c.checkpoint_every}")
     if not c.hidden or any((not isinstance(h, int)) or h < 1 for h in c.hidden):

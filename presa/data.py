@@ -346,12 +346,12 @@ def store_fingerprint(store: FeedbackData) -> str:
         h.update(name.encode())
         h.update(str(arr.dtype).encode())
         h.update(str(arr.shape).encode())
-        h.update(arr.view(np.uint8) if arr.size else b"")
+        h.update(arr.view(np.uint8).data if arr.size else b"")
     for name in ("pref_split", "safety_split"):  # only in stores with a validation split
         if getattr(store, name, None) is not None:
             arr = np.ascontiguousarray(np.asarray(getattr(store, name), dtype=np.int8))
             h.update(name.encode())
-            h.update(arr.view(np.uint8) if arr.size else b"")
+            h.update(arr.view(np.uint8).data if arr.size else b"")
     return h.hexdigest()
 
 

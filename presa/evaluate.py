@@ -211,6 +211,7 @@ class EvalResult:
     def to_dict(self) -> dict[str, Any]:
         """The JSON record (what ``presa eval --json`` prints and :func:`write_eval_json` writes)."""
         nr = self.normalized_rewards
+        nc = np.asarray(normalized_cost(self.costs, self.threshold))
         head = self.score(self.threshold)
         return {
             "schema": EVAL_SCHEMA,
@@ -231,7 +232,7 @@ class EvalResult:
                 "length": [e.length for e in self.episodes],
                 "terminated": [e.terminated for e in self.episodes],
                 "normalized_reward": [float(x) for x in nr],
-                "normalized_cost": [float(x) for x in normalized_cost(self.costs, self.threshold)],
+                "normalized_cost": [float(x) for x in nc],
             },
             "references": {"min_episode_reward": self.task.min_episode_reward,
                            "max_episode_reward": self.task.max_episode_reward,
@@ -422,17 +423,18 @@ class _Runner:
 
     def __init__(self) -> None:
         self.actor_key: str | None = None
-        self.actor = None
+        self.actor: Any = None  # loaded from the checkpoint, or the actor the caller passed (pickled)
         self.envs: dict[str, Any] = {}
         self.checked: set[tuple[str, str]] = set()
 
-    def get_actor(self, ref: _ActorRef):
+    def get_actor(self, ref: _ActorRef) -> Any:
         if ref.key != self.actor_key:
             if ref.path is not None:
                 from presa.checkpoint import load_actor
 
                 self.actor = load_actor(ref.path, device="cpu")
             else:
+                assert ref.blob is not None  # a reference holds a path or a blob
                 self.actor = pickle.loads(ref.blob)  # noqa: S301 - bytes pickled by our own parent
             self.actor_key = ref.key
         return self.actor

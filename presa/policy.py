@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from typing import Any, ClassVar
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import nn
@@ -104,7 +104,8 @@ class _InputLinear(torch.autograd.Function):
         return torch.addmm(bias, x, weight.t())
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[None, torch.Tensor | None, torch.Tensor | None]:
+    def backward(ctx: Any, *grads: torch.Tensor) -> tuple[None, torch.Tensor | None, torch.Tensor | None]:
+        (grad,) = grads  # the gradient of forward's one output
         (x,) = ctx.saved_tensors
         grad_w = (x.t() @ grad).t().contiguous() if ctx.needs_input_grad[1] else None
         grad_b = grad.sum(0) if ctx.needs_input_grad[2] else None
@@ -172,7 +173,7 @@ class Policy(nn.Module, ABC):
         low = dtype is not None and dtype != self.head.weight.dtype
         x = obs.to(dtype) if low else obs
         drop = self.training and self.p_drop > 0.0
-        for i, lin in enumerate(self.layers):
+        for i, lin in enumerate(cast("Iterable[nn.Linear]", self.layers)):  # (ModuleList yields Module)
             if low:
                 x = nn.functional.linear(x, lin.weight.to(dtype), lin.bias.to(dtype))
             else:

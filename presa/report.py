@@ -564,7 +564,7 @@ def plot_report_curves(rep: Report, path: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     runs = [r for r in rep.runs if r.run_dir]
-    metrics = [read_metrics(r.run_dir) for r in runs]
+    metrics = [read_metrics(r.run_dir) for r in runs if r.run_dir]  # (every run: the test types run_dir)
     keys = _curve_keys([m for m in metrics if m])
     if not keys:
         return None

@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -152,6 +153,7 @@ def default_run_dir(store: str | Path, cfg: BaseConfig, root: str | Path = "runs
 
 
 _write_atomic = atomic_write_text
+_NO_THRESHOLD = "no cost threshold given; pass --threshold K (one of the store's thresholds)"
 
 
 def _git_commit() -> tuple[str | None, bool | None]:
@@ -159,6 +161,8 @@ def _git_commit() -> tuple[str | None, bool | None]:
 
 
 def _load_data(cfg: BaseConfig, store: str | Path, device: torch.device) -> TrainingData:
+    if cfg.threshold is None:  # (train refuses this first; a saved run config always has one)
+        raise FeedbackgenError(_NO_THRESHOLD)
     return TrainingData.from_store(store, threshold=float(cfg.threshold), gamma=cfg.gamma, device=device,
                                    label_sources=cfg.label_sources)
 
@@ -196,7 +200,7 @@ def train(cfg: BaseConfig, store: str | Path, out: str | Path | None = None, *,
             cannot train on.
     """
     if cfg.threshold is None:
-        raise FeedbackgenError("no cost threshold given; pass --threshold K (one of the store's thresholds)")
+        raise FeedbackgenError(_NO_THRESHOLD)
     algo_cls = get_algorithm(cfg.algo)
     cfg = for_algorithm(cfg)
     device = check_device(cfg.device)
@@ -377,7 +381,7 @@ class _Loop:
                     save_checkpoint(step_checkpoint_path(self.run_dir, step), self.checkpoint_payload(step))
                 if callback is not None:
                     callback(TrainEvent(step, cfg.total_steps, phase, record,
-                                        checkpoint=lambda s=step: self.checkpoint_payload(s)))
+                                        checkpoint=functools.partial(self.checkpoint_payload, step)))
         final = save_checkpoint(final_checkpoint_path(self.run_dir), self.checkpoint_payload(step))
         delta, bc_steps = getattr(cfg, "delta", None), getattr(cfg, "bc_steps", None)  # PreSa's / two-phase
         plot_training_curves(read_metrics(metrics_path), self.run_dir / "curves.png",

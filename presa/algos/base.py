@@ -21,15 +21,19 @@ the trainer owns the loop, the seed, logging, checkpoints and the run directory.
 Register with ``@register("name")``; the class becomes available to ``presa train --algo name``
 once its module is imported in ``presa/algos/__init__.py``.
 
-Settings: an algorithm reads the shared keys of :class:`presa.config.BaseConfig` and the keys it
-lists in its class attribute ``settings`` (any of :class:`presa.config.TrainConfig`'s fields, where
-each key's type, default and checks live). ``register`` turns them into the algorithm's frozen
-config dataclass, ``config_class`` (:func:`presa.config.algorithm_config`); a class may instead set
-``config_class`` itself (PreSa: ``TrainConfig``, every key). ``self.cfg`` is an instance of it, so
-reading a key that is not declared fails, and any other key given to the algorithm (``--set``,
-config file, library call) is one error line listing the valid ones. List exactly the keys the
-algorithm reads: the contract tests (``tests/presa/test_algorithm_contract.py``) train and resume
-every registered algorithm and fail if it leaves one of its keys unread.
+Settings: an algorithm's config class is the type parameter of its base, ``class CPL(
+ReferenceAlignment[CPLConfig])``; ``register`` makes it the class's ``config_class``. It is a frozen
+dataclass, declared beside the algorithm, holding exactly the keys the algorithm reads: a subclass
+of :class:`presa.config.BaseConfig` (the shared keys; :class:`presa.config.AlignmentConfig` for
+``ReferenceAlignment``) whose ``algo`` defaults to the algorithm's name and which adds each other
+key it reads as ``key: type = TrainConfig.key`` (:class:`presa.config.TrainConfig` is where each
+key's type, default and documentation live; ``register`` checks the declaration against it,
+:func:`presa.config.check_config_class`). PreSa reads every key: its config is ``TrainConfig``.
+``self.cfg`` is an instance of it, so reading a key that is not declared is a type error (mypy) and
+fails at run time, and any other key given to the algorithm (``--set``, config file, library call)
+is one error line listing the valid ones. Declare exactly the keys the algorithm reads: the
+contract tests (``tests/presa/test_algorithm_contract.py``) train and resume every registered
+algorithm and fail if it leaves one of its keys unread.
 
 Two ready-made bases cover the common shapes:
 
@@ -45,21 +49,28 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import sys
+import typing
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import torch
 
 from feedbackgen.errors import FeedbackgenError
 from presa import losses
-from presa.config import BaseConfig, algorithm_config
+from presa.config import AlignmentConfig, BaseConfig, check_config_class
 from presa.data import TrainingData
 from presa.policy import Policy, build_policy
 from presa.precision import resolve_precision
 
-ALGORITHMS: dict[str, type[Algorithm]] = {}
+ALGORITHMS: dict[str, type[Algorithm[Any]]] = {}
+
+#: an algorithm's config class (the type of its ``cfg``)
+C = TypeVar("C", bound=BaseConfig)
+#: the config class of an algorithm that aligns against a BC reference
+A = TypeVar("A", bound=AlignmentConfig)
+#: a registered algorithm class
+T = TypeVar("T", bound="type[Algorithm[Any]]")
 
 _REF_CHUNK = 65_536
 _SCORE_CHUNK = 4_096
@@ -68,31 +79,37 @@ _SCORE_CHUNK = 4_096
 ACTION_VAR_FLOOR = 1e-4
 
 
-def register(name: str) -> Callable[[type[Algorithm]], type[Algorithm]]:
-    """Class decorator that makes an algorithm available by name, with its config class: the one
-    the class sets as ``config_class``, else one built from its ``settings``."""
-    def deco(cls: type[Algorithm]) -> type[Algorithm]:
+def register(name: str) -> Callable[[T], T]:
+    """Class decorator that makes an algorithm available by name, with its config class: the type
+    parameter of its base (``class CPL(ReferenceAlignment[CPLConfig])``), checked by
+    :func:`presa.config.check_config_class`."""
+    def deco(cls: T) -> T:
         if name in ALGORITHMS and ALGORITHMS[name] is not cls:
             raise ValueError(f"algorithm {name!r} registered twice")
-        if "config_class" not in cls.__dict__:
-            config = algorithm_config(name, cls.settings, class_name=f"{cls.__name__}Config")
-            # importable (and picklable) beside the algorithm: presa.algos.<module>.<Class>Config
-            module = vars(sys.modules[cls.__module__])
-            if module.setdefault(config.__name__, config) is not config:
-                raise ValueError(f"{cls.__module__} already defines {config.__name__}")
-            config.__module__ = cls.__module__
-            cls.config_class = config
-        default = cls.config_class.__dataclass_fields__["algo"].default
-        if default != name:
-            raise ValueError(f"algorithm {name!r}: its config_class defaults algo to {default!r}")
-        cls.settings = tuple(k for k in cls.config_class.valid_keys() if k not in BaseConfig.valid_keys())
+        config = _config_parameter(cls)
+        if config is None:
+            raise ValueError(f"algorithm {name!r}: give its config class as the type parameter of its base, "
+                             f"e.g. class {cls.__name__}(Algorithm[{cls.__name__}Config])")
+        check_config_class(name, config)
+        cls.config_class = config
         cls.name = name
         ALGORITHMS[name] = cls
         return cls
     return deco
 
 
-def get_algorithm(name: str) -> type[Algorithm]:
+def _config_parameter(cls: type) -> type[BaseConfig] | None:
+    """The config class ``cls`` (or the nearest of its bases) gives as its base's type parameter."""
+    for klass in cls.__mro__:
+        for base in vars(klass).get("__orig_bases__", ()):
+            origin, args = typing.get_origin(base), typing.get_args(base)
+            if (isinstance(origin, type) and issubclass(origin, Algorithm) and len(args) == 1
+                    and isinstance(args[0], type) and issubclass(args[0], BaseConfig)):
+                return args[0]
+    return None
+
+
+def get_algorithm(name: str) -> type[Algorithm[Any]]:
     """The registered class for ``name``.
 
     Raises:
@@ -110,19 +127,18 @@ def available_algorithms() -> list[str]:
     return sorted(ALGORITHMS)
 
 
-class Algorithm(ABC):
-    """Base class: builds the policy and an Adam optimiser over it; subclasses define ``update``."""
+class Algorithm(ABC, Generic[C]):
+    """Base class: builds the policy and an Adam optimiser over it; subclasses define ``update``.
+    ``C`` is the algorithm's config class (see the module docstring)."""
 
     name: ClassVar[str] = ""
     #: what the algorithm reads from the store (checked by :meth:`check_data`).
     needs_preferences: ClassVar[bool] = False
     needs_safety: ClassVar[bool] = False
-    #: the keys it reads beyond the shared ones of BaseConfig (see the module docstring).
-    settings: ClassVar[tuple[str, ...]] = ()
-    #: its frozen config dataclass (set by :func:`register`).
+    #: its frozen config dataclass, ``C`` (set by :func:`register`).
     config_class: ClassVar[type[BaseConfig]]
 
-    def __init__(self, cfg: BaseConfig, data: TrainingData, generator: torch.Generator) -> None:
+    def __init__(self, cfg: C, data: TrainingData, generator: torch.Generator) -> None:
         self.cfg, self.data, self.gen = cfg, data, generator
         self.device = data.device
         #: what the policy computes in during training steps, fp32 or bf16 (presa.precision)
@@ -135,7 +151,7 @@ class Algorithm(ABC):
         self._bc_pool: torch.Tensor | None = None
 
     @classmethod
-    def check_data(cls, data: TrainingData, cfg: BaseConfig) -> None:
+    def check_data(cls, data: TrainingData, cfg: C) -> None:
         """Raise ``FeedbackgenError`` if ``data`` lacks what this algorithm needs."""
         if cls.needs_preferences and data.n_pairs == 0:
             raise FeedbackgenError(f"algorithm {cls.name!r} needs preference pairs but the store has none; "
@@ -214,7 +230,7 @@ class Algorithm(ABC):
         self.optimizer.load_state_dict(sd["optimizer"])
 
 
-class PoolBehaviourCloning(Algorithm):
+class PoolBehaviourCloning(Algorithm[C]):
     """Behaviour cloning for all ``total_steps`` on a pool of transition indices ``self.pool``
     that the subclass selects in ``__init__`` (BC-Safe-Seg, BC-Safe)."""
 
@@ -238,7 +254,7 @@ def _cpu_generator(generator: torch.Generator) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def warmup_lr(step: int, cfg: BaseConfig) -> float:
+def warmup_lr(step: int, cfg: AlignmentConfig) -> float:
     """Learning rate at ``step``: ``lr`` during BC; after it, linear from 0 to ``align_lr`` over
     ``warmup_steps`` (the first alignment step uses align_lr / warmup_steps), then ``align_lr``."""
     if step < cfg.bc_steps:
@@ -249,18 +265,17 @@ def warmup_lr(step: int, cfg: BaseConfig) -> float:
     return cfg.align_lr * min(1.0, k / cfg.warmup_steps)
 
 
-class ReferenceAlignment(Algorithm):
+class ReferenceAlignment(Algorithm[A]):
     """BC for ``bc_steps``, then alignment against the frozen BC policy π_ref.
 
     When phase 2 starts, the BC weights are kept as the reference and π_ref's parameters and
     log π_ref(a|s) are computed once (eval mode, no dropout) for every transition and cached; the
     checkpoint stores the reference weights and the cache is rebuilt from them on load.
-    Subclasses implement :meth:`align_update`; their ``settings`` include these.
+    Subclasses implement :meth:`align_update`; their config classes subclass
+    :class:`presa.config.AlignmentConfig` (``bc_steps``, ``align_lr``, ``warmup_steps``).
     """
 
-    settings = ("bc_steps", "align_lr", "warmup_steps")
-
-    def __init__(self, cfg: BaseConfig, data: TrainingData, generator: torch.Generator) -> None:
+    def __init__(self, cfg: A, data: TrainingData, generator: torch.Generator) -> None:
         super().__init__(cfg, data, generator)
         self.reference: dict[str, torch.Tensor] | None = None
         self.ref_params: torch.Tensor | None = None  # (N, param_dim)
@@ -324,7 +339,7 @@ class ReferenceAlignment(Algorithm):
         Returns:
             (scores (K,), per-segment α·Σγ^t·KL(π_θ‖π_ref) (K,) if ``with_kl`` else None).
         """
-        assert self.ref_logp is not None and self.ref_params is not None
+        assert self.ref_logp is not None and self.ref_params is not None and self.action_var is not None
         unique, inverse = torch.unique(segments, return_inverse=True)
         dedup = unique.shape[0] < segments.shape[0]
         if dedup:
@@ -356,7 +371,7 @@ class ReferenceAlignment(Algorithm):
         unbounded). These bound what any policy of this class can score on a segment, whatever
         its weights (docs/method.md, "The attainable ceiling").
         """
-        assert self.ref_logp is not None and self.ref_params is not None
+        assert self.ref_logp is not None and self.ref_params is not None and self.action_var is not None
         rows = self.data.seg_index[segments]
         weights = self.data.seg_weight[segments]
         flat = rows.reshape(-1)

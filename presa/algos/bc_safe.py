@@ -11,6 +11,8 @@ BC runs at learning rate ``lr`` for all ``total_steps``. Its settings are the sh
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -37,16 +39,23 @@ def safe_episode_pool(data: TrainingData) -> torch.Tensor:
     return torch.as_tensor(episode_transitions(store, keep), device=data.device)
 
 
+@dataclass(frozen=True)
+class BCSafeConfig(BaseConfig):
+    """BC-Safe's settings: the shared ones."""
+
+    algo: str = "bc_safe"
+
+
 @register("bc_safe")
-class BCSafe(PoolBehaviourCloning):
+class BCSafe(PoolBehaviourCloning[BCSafeConfig]):
     """Behaviour cloning on the ground-truth safe episodes (oracle reference)."""
 
-    def __init__(self, cfg: BaseConfig, data: TrainingData, generator: torch.Generator) -> None:
+    def __init__(self, cfg: BCSafeConfig, data: TrainingData, generator: torch.Generator) -> None:
         super().__init__(cfg, data, generator)
         self.pool = safe_episode_pool(data)
 
     @classmethod
-    def check_data(cls, data: TrainingData, cfg: BaseConfig) -> None:
+    def check_data(cls, data: TrainingData, cfg: BCSafeConfig) -> None:
         super().check_data(data, cfg)
         if safe_episode_pool(data).numel() == 0:
             raise FeedbackgenError(f"bc_safe: no episode of the store has cost ≤ {data.threshold:g}; "

@@ -10,6 +10,8 @@ the alignment options are not among them.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from feedbackgen.errors import FeedbackgenError
@@ -24,18 +26,25 @@ def safe_segment_pool(data: TrainingData) -> torch.Tensor:
     return data.segment_transitions(safe)
 
 
+@dataclass(frozen=True)
+class BCSafeSegConfig(BaseConfig):
+    """BC-Safe-Seg's settings: the shared ones."""
+
+    algo: str = "bc_safe_seg"
+
+
 @register("bc_safe_seg")
-class BCSafeSeg(PoolBehaviourCloning):
+class BCSafeSeg(PoolBehaviourCloning[BCSafeSegConfig]):
     """Behaviour cloning on the transitions of safe-labelled segments."""
 
     needs_safety = True
 
-    def __init__(self, cfg: BaseConfig, data: TrainingData, generator: torch.Generator) -> None:
+    def __init__(self, cfg: BCSafeSegConfig, data: TrainingData, generator: torch.Generator) -> None:
         super().__init__(cfg, data, generator)
         self.pool = safe_segment_pool(data)
 
     @classmethod
-    def check_data(cls, data: TrainingData, cfg: BaseConfig) -> None:
+    def check_data(cls, data: TrainingData, cfg: BCSafeSegConfig) -> None:
         super().check_data(data, cfg)
         if not bool((data.safety_label > 0.5).any()):
             raise FeedbackgenError(f"bc_safe_seg: no segment is labelled safe at threshold "

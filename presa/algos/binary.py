@@ -18,6 +18,7 @@ settings.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -25,7 +26,7 @@ import torch
 from feedbackgen.errors import FeedbackgenError
 from presa import baseline_losses, losses
 from presa.algos.base import ReferenceAlignment, register
-from presa.config import BaseConfig
+from presa.config import AlignmentConfig, TrainConfig
 from presa.data import TrainingData
 
 
@@ -35,22 +36,35 @@ def binary_labels(data: TrainingData) -> tuple[torch.Tensor, torch.Tensor]:
                                                 data.safety_segment, data.safety_label)
 
 
+@dataclass(frozen=True)
+class BinaryAlignmentConfig(AlignmentConfig):
+    """Binary alignment's settings: those of the reference alignment and these (each documented in
+    :class:`presa.config.TrainConfig`)."""
+
+    algo: str = "binary"
+    eta: float = TrainConfig.eta
+    beta_s: float = TrainConfig.beta_s
+    zref_mode: str = TrainConfig.zref_mode
+    zref_momentum: float = TrainConfig.zref_momentum
+    zref_clamp: bool = TrainConfig.zref_clamp
+    pair_batch: int = TrainConfig.pair_batch
+    safety_batch: int = TrainConfig.safety_batch
+
+
 @register("binary")
-class BinaryAlignment(ReferenceAlignment):
+class BinaryAlignment(ReferenceAlignment[BinaryAlignmentConfig]):
     """KTO-style alignment on merged desirable/undesirable labels; state beyond the networks: z_ref."""
 
     needs_preferences = True
     needs_safety = True
-    settings = (*ReferenceAlignment.settings, "pair_batch", "safety_batch", "beta_s", "eta", "zref_mode",
-                "zref_momentum", "zref_clamp")
 
-    def __init__(self, cfg: BaseConfig, data: TrainingData, generator: torch.Generator) -> None:
+    def __init__(self, cfg: BinaryAlignmentConfig, data: TrainingData, generator: torch.Generator) -> None:
         super().__init__(cfg, data, generator)
         self.segments, self.labels = binary_labels(data)
         self.zref = torch.tensor(0.0, dtype=torch.float32, device=self.device)
 
     @classmethod
-    def check_data(cls, data: TrainingData, cfg: BaseConfig) -> None:
+    def check_data(cls, data: TrainingData, cfg: BinaryAlignmentConfig) -> None:
         super().check_data(data, cfg)
         _, labels = binary_labels(data)
         if labels.numel() == 0 or not bool((labels > 0.5).any()):

@@ -8,18 +8,30 @@ settings.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from presa import losses
 from presa.algos.base import ReferenceAlignment, register
+from presa.config import AlignmentConfig, TrainConfig
+
+
+@dataclass(frozen=True)
+class CPLConfig(AlignmentConfig):
+    """CPL's settings: those of the reference alignment and these (each documented in
+    :class:`presa.config.TrainConfig`)."""
+
+    algo: str = "cpl"
+    lambda_cb: float = TrainConfig.lambda_cb
+    pair_batch: int = TrainConfig.pair_batch
 
 
 @register("cpl")
-class CPL(ReferenceAlignment):
+class CPL(ReferenceAlignment[CPLConfig]):
     """Contrastive preference learning against the BC reference."""
 
     needs_preferences = True
-    settings = (*ReferenceAlignment.settings, "pair_batch", "lambda_cb")
 
     def align_update(self, step: int) -> dict[str, torch.Tensor | float]:
         cfg, d = self.cfg, self.data

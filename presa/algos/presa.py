@@ -98,12 +98,12 @@ def preference_gate(data: TrainingData, gate: str) -> tuple[torch.Tensor, torch.
 
 
 @register("presa")
-class PreSa(ReferenceAlignment):
-    """The PreSa algorithm; state beyond the networks: ν (and the PID terms) and z_ref."""
+class PreSa(ReferenceAlignment[TrainConfig]):
+    """The PreSa algorithm (it reads every key); state beyond the networks: ν (and the PID terms)
+    and z_ref."""
 
     needs_preferences = True
     needs_safety = True
-    config_class = TrainConfig  # it reads every key
 
     @classmethod
     def check_data(cls, data: TrainingData, cfg: TrainConfig) -> None:

@@ -12,6 +12,7 @@ barely changes the steps. δ is unused. The preference pairs are not used. Those
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -20,25 +21,38 @@ from feedbackgen.errors import FeedbackgenError
 from presa import losses
 from presa.algos.base import ReferenceAlignment, register
 from presa.algos.presa import require_both_safety_classes
-from presa.config import BaseConfig
+from presa.config import AlignmentConfig, TrainConfig
 from presa.data import TrainingData
 
 
+@dataclass(frozen=True)
+class SafetyOnlyConfig(AlignmentConfig):
+    """Safety-only's settings: those of the reference alignment and these (each documented in
+    :class:`presa.config.TrainConfig`)."""
+
+    algo: str = "safety_only"
+    eta: float = TrainConfig.eta
+    beta_s: float = TrainConfig.beta_s
+    zref_mode: str = TrainConfig.zref_mode
+    zref_momentum: float = TrainConfig.zref_momentum
+    zref_clamp: bool = TrainConfig.zref_clamp
+    nu_init: float = TrainConfig.nu_init
+    safety_batch: int = TrainConfig.safety_batch
+
+
 @register("safety_only")
-class SafetyOnly(ReferenceAlignment):
+class SafetyOnly(ReferenceAlignment[SafetyOnlyConfig]):
     """KTO-style safety alignment with a fixed weight ν₀; state beyond the networks: z_ref."""
 
     needs_safety = True
-    settings = (*ReferenceAlignment.settings, "safety_batch", "beta_s", "eta", "zref_mode", "zref_momentum",
-                "zref_clamp", "nu_init")
 
-    def __init__(self, cfg: BaseConfig, data: TrainingData, generator: torch.Generator) -> None:
+    def __init__(self, cfg: SafetyOnlyConfig, data: TrainingData, generator: torch.Generator) -> None:
         super().__init__(cfg, data, generator)
         self.nu = torch.tensor(cfg.nu_init, dtype=torch.float32, device=self.device)
         self.zref = torch.tensor(0.0, dtype=torch.float32, device=self.device)
 
     @classmethod
-    def check_data(cls, data: TrainingData, cfg: BaseConfig) -> None:
+    def check_data(cls, data: TrainingData, cfg: SafetyOnlyConfig) -> None:
         super().check_data(data, cfg)
         if cfg.nu_init <= 0:
             raise FeedbackgenError("safety_only uses nu_init as its fixed weight and it must be > 0; "

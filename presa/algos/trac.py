@@ -26,13 +26,15 @@ labelled segment has weight 1).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from feedbackgen.errors import FeedbackgenError
 from presa.algos.base import ReferenceAlignment, register
-from presa.config import BaseConfig
+from presa.config import AlignmentConfig, TrainConfig
 from presa.data import TrainingData
 from presa.heldout import segment_safe_oracle
 from presa.losses import safety_weights
@@ -49,13 +51,14 @@ def trac_labels(data: TrainingData, top_fraction: float = TOP_FRACTION) -> tuple
     Raises:
         FeedbackgenError: the store has no oracle group (it was stripped).
     """
+    oracle = data.store.oracle
     safe = segment_safe_oracle(data.store, data.threshold_index)
-    if safe is None:
+    if oracle is None or safe is None:
         raise FeedbackgenError(f"trac needs the ground-truth segment costs and returns, but the store "
                                f"{data.store_path} has no oracle group (it was stripped); train on the "
                                "unstripped store")
     used = torch.unique(torch.cat([data.pref_a, data.pref_b, data.safety_segment])).cpu().numpy()
-    ret = np.asarray(data.store.oracle.segment_return, dtype=np.float64)[used]
+    ret = np.asarray(oracle.segment_return, dtype=np.float64)[used]
     is_safe = safe[used]
     safe_ret = ret[is_safe]
     labels = np.full(used.shape, -1, dtype=np.int64)
@@ -74,18 +77,26 @@ def trac_loss(scores: torch.Tensor, desirable: torch.Tensor, eta: float) -> torc
     return -(w * (desirable * F.logsigmoid(scores) + (1 - desirable) * F.logsigmoid(-scores))).mean()
 
 
+@dataclass(frozen=True)
+class TraCConfig(AlignmentConfig):
+    """TraC's settings: those of the reference alignment and these (each documented in
+    :class:`presa.config.TrainConfig`)."""
+
+    algo: str = "trac"
+    pair_batch: int = TrainConfig.pair_batch
+    safety_batch: int = TrainConfig.safety_batch
+
+
 @register("trac")
-class TraC(ReferenceAlignment):
+class TraC(ReferenceAlignment[TraCConfig]):
     """Trajectory classification against the BC reference (oracle labels)."""
 
-    settings = (*ReferenceAlignment.settings, "pair_batch", "safety_batch")
-
-    def __init__(self, cfg: BaseConfig, data: TrainingData, generator: torch.Generator) -> None:
+    def __init__(self, cfg: TraCConfig, data: TrainingData, generator: torch.Generator) -> None:
         super().__init__(cfg, data, generator)
         self.segments, self.labels = trac_labels(data)
 
     @classmethod
-    def check_data(cls, data: TrainingData, cfg: BaseConfig) -> None:
+    def check_data(cls, data: TrainingData, cfg: TraCConfig) -> None:
         super().check_data(data, cfg)
         _, labels = trac_labels(data)
         n_good = int((labels > 0.5).sum())

@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -66,7 +67,7 @@ from feedbackgen.safety import segment_thresholds
 from presa import baseline_losses, losses
 from presa.algos.base import Algorithm, _cpu_generator, register
 from presa.algos.presa import require_both_safety_classes
-from presa.config import BaseConfig
+from presa.config import BaseConfig, TrainConfig
 from presa.data import TrainingData
 
 RL_GAMMA = 0.99
@@ -86,12 +87,13 @@ class MLP(nn.Module):
     def __init__(self, n_in: int, hidden: tuple[int, ...], n_out: int, generator: torch.Generator) -> None:
         super().__init__()
         sizes = (n_in, *hidden, n_out)
-        self.layers = nn.ModuleList(nn.Linear(i, o) for i, o in zip(sizes[:-1], sizes[1:], strict=True))
+        layers = [nn.Linear(i, o) for i, o in zip(sizes[:-1], sizes[1:], strict=True)]
         with torch.no_grad():
-            for lin in self.layers:
+            for lin in layers:
                 bound = 1.0 / math.sqrt(lin.in_features)
                 lin.weight.uniform_(-bound, bound, generator=generator)
                 lin.bias.uniform_(-bound, bound, generator=generator)
+        self.layers = nn.ModuleList(layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for lin in self.layers[:-1]:
@@ -155,15 +157,28 @@ def cost_budget(data: TrainingData) -> float:
     return baseline_losses.discounted_cost_threshold(data.threshold, t_max, RL_GAMMA)
 
 
+@dataclass(frozen=True)
+class TwoStageConfig(BaseConfig):
+    """Two-stage's settings: the shared ones and these (each documented in
+    :class:`presa.config.TrainConfig`); ``bc_steps`` counts its model steps."""
+
+    algo: str = "two_stage"
+    nu_init: float = TrainConfig.nu_init
+    nu_lr: float = TrainConfig.nu_lr
+    nu_max: float = TrainConfig.nu_max
+    bc_steps: int = TrainConfig.bc_steps
+    pair_batch: int = TrainConfig.pair_batch
+    safety_batch: int = TrainConfig.safety_batch
+
+
 @register("two_stage")
-class TwoStage(Algorithm):
+class TwoStage(Algorithm[TwoStageConfig]):
     """Reward/cost models from the labels, relabelling, then Lagrangian TD3+BC."""
 
     needs_preferences = True
     needs_safety = True
-    settings = ("bc_steps", "pair_batch", "safety_batch", "nu_init", "nu_lr", "nu_max")
 
-    def __init__(self, cfg: BaseConfig, data: TrainingData, generator: torch.Generator) -> None:
+    def __init__(self, cfg: TwoStageConfig, data: TrainingData, generator: torch.Generator) -> None:
         super().__init__(cfg, data, generator)
         init = _cpu_generator(generator)
         od, ad, hid, dev = data.obs_dim, data.act_dim, tuple(cfg.hidden), self.device
@@ -188,7 +203,7 @@ class TwoStage(Algorithm):
         self.costs: torch.Tensor | None = None
 
     @classmethod
-    def check_data(cls, data: TrainingData, cfg: BaseConfig) -> None:
+    def check_data(cls, data: TrainingData, cfg: TwoStageConfig) -> None:
         super().check_data(data, cfg)
         if not 1 <= cfg.bc_steps < cfg.total_steps:
             raise FeedbackgenError(f"two_stage learns its reward and cost models for bc_steps steps and then "

@@ -7,13 +7,22 @@ import dataclasses
 import pytest
 
 from feedbackgen.errors import FeedbackgenError
-from presa.algos import available_algorithms, get_algorithm, warmup_lr
+from presa.algos import (
+    ALGORITHMS,
+    ReferenceAlignment,
+    available_algorithms,
+    get_algorithm,
+    register,
+    warmup_lr,
+)
 from presa.config import (
     KEYS,
     PRESET_VALUES,
     SHARED_KEYS,
     SUITE_DEFAULTS,
+    AlignmentConfig,
     TrainConfig,
+    check_config_class,
     config_class,
     dump_yaml,
     for_algorithm,
@@ -201,6 +210,44 @@ def test_every_algorithm_has_its_own_config_class() -> None:
     assert valid_keys("bc_all") == SHARED_KEYS
     with pytest.raises(FeedbackgenError, match="nu_init must be ≥ 0"):
         config_class("safety_only")(nu_init=-1.0)
+
+
+def test_a_config_class_takes_each_key_from_train_config() -> None:
+    @dataclasses.dataclass(frozen=True)
+    class GoodConfig(AlignmentConfig):
+        algo: str = "good"
+        beta_safe: float | None = TrainConfig.beta_safe
+
+    @dataclasses.dataclass(frozen=True)
+    class OtherDefaultConfig(AlignmentConfig):
+        algo: str = "other"
+        eta: float = 2.0
+
+    @dataclasses.dataclass(frozen=True)
+    class OtherTypeConfig(AlignmentConfig):
+        algo: str = "other"
+        beta_safe: float = 5.0
+
+    class NotADataclassConfig(AlignmentConfig):
+        pass
+
+    check_config_class("good", GoodConfig)
+    with pytest.raises(ValueError, match="defaults algo to 'good'"):
+        check_config_class("other", GoodConfig)
+    with pytest.raises(ValueError, match=r"OtherDefaultConfig.eta .* `eta: float = TrainConfig.eta`"):
+        check_config_class("other", OtherDefaultConfig)
+    with pytest.raises(ValueError, match=r"`beta_safe: float \| None = TrainConfig.beta_safe`"):
+        check_config_class("other", OtherTypeConfig)
+    with pytest.raises(ValueError, match="decorated @dataclass"):
+        check_config_class("good", NotADataclassConfig)
+
+    class Untyped(ReferenceAlignment):  # no type parameter: no config class
+        def align_update(self, step: int) -> dict:
+            return {}
+
+    with pytest.raises(ValueError, match="type parameter of its base"):
+        register("untyped")(Untyped)
+    assert "untyped" not in ALGORITHMS
 
 
 @pytest.mark.parametrize("algo", available_algorithms())
