@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from tiny_run import assert_same_state
 
 import presa.config
 from feedbackgen.store import open_store
@@ -95,22 +96,6 @@ def _final_state(run_dir: Path) -> dict:
     return {k: ckpt[k] for k in ("policy", "optimizer", "algo_state", "rng", "step", "nu", "zref")}
 
 
-def _assert_equal_state(a, b, path="") -> None:
-    assert type(a) is type(b), path
-    if isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), path
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), path
-        for k in a:
-            _assert_equal_state(a[k], b[k], f"{path}/{k}")
-    elif isinstance(a, list | tuple):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            _assert_equal_state(x, y, f"{path}[{i}]")
-    else:
-        assert a == b, path
-
-
 def _as_saved_by_an_earlier_version(run_dir: Path) -> None:
     """Rewrite the run's config.yaml as versions before per-algorithm configs saved it: every key of
     TrainConfig, the ones the algorithm does not read at the values the same command gave them."""
@@ -139,7 +124,7 @@ def test_resume_is_bit_identical(tiny_store: Path, tmp_path: Path, algo: str, sa
     part = resume(tmp_path / "part")
     assert part.step == 40 and part.resumed_from == 25
     assert type(part.config) is get_algorithm(algo).config_class and part.config == full.config
-    _assert_equal_state(_final_state(full.run_dir), _final_state(part.run_dir))
+    assert_same_state(_final_state(full.run_dir), _final_state(part.run_dir))
     if algo == "two_stage":
         ckpt = load_checkpoint(full.checkpoint)
         assert ckpt["algo_state"]["relabelled"] is True and ckpt["nu"] is not None

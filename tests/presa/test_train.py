@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from tiny_run import tiny_for
+from tiny_run import assert_same_state, tiny_for
 
 from feedbackgen.errors import FeedbackgenError
 from feedbackgen.store import open_store
@@ -32,23 +32,6 @@ def base_run(toy_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def records(run: Path) -> list[dict]:
     return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-
-
-def assert_same_state(a: dict, b: dict, path: str = "") -> None:
-    """Recursively compare checkpoint contents with torch.equal for tensors."""
-    assert type(a) is type(b), path
-    if isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), path
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), path
-        for k in a:
-            assert_same_state(a[k], b[k], f"{path}/{k}")
-    elif isinstance(a, list | tuple):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            assert_same_state(x, y, f"{path}[{i}]")
-    else:
-        assert a == b, path
 
 
 def test_run_directory_contents(base_run: Path, toy_store: Path) -> None:

@@ -1,4 +1,4 @@
-"""The tiny training configuration the presa tests share (imported by name: pytest puts
+"""The tiny training configuration and the helpers the presa tests share (imported by name: pytest puts
 tests/presa on sys.path; a conftest is never imported by name, which breaks when several test
 folders run together)."""
 
@@ -23,3 +23,22 @@ def tiny_for(algo: str) -> dict:
     from presa.config import applicable
 
     return applicable(TINY, algo)
+
+
+def assert_same_state(a, b, path: str = "") -> None:
+    """Recursively compare checkpoint contents (torch.equal for tensors): bit-exact resume checks."""
+    import torch
+
+    assert type(a) is type(b), path
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), path
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for k in a:
+            assert_same_state(a[k], b[k], f"{path}/{k}")
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_same_state(x, y, f"{path}[{i}]")
+    else:
+        assert a == b, path
