@@ -11,9 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import yaml
-from tiny_run import assert_same_state
+from tiny_run import (
+    assert_same_state,
+    one_thread,  # noqa: F401 (autouse fixture)
+)
 
 import presa.config
 from feedbackgen.store import open_store
@@ -25,15 +27,6 @@ from presa.trainer import resume, train
 ALGORITHMS = available_algorithms()
 SMALL = {"hidden": [32, 32], "pair_batch": 16, "safety_batch": 16, "bc_batch": 64, "log_every": 10,
          "checkpoint_every": 0, "warmup_steps": 10, "total_steps": 40, "bc_steps": 15}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks: one intra-op thread is fastest (and the machine's cores are shared)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _cfg(algo: str, **kw):

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny_run import one_thread  # noqa: F401 (autouse fixture)
 
 from feedbackgen.errors import FeedbackgenError
 from feedbackgen.publish import strip_store
@@ -28,15 +29,6 @@ from presa.trainer import train
 
 SMALL = {"hidden": [32, 32], "pair_batch": 16, "safety_batch": 16, "bc_batch": 64, "log_every": 10,
          "checkpoint_every": 0, "warmup_steps": 10}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks: one intra-op thread is fastest (and the machine's cores are shared)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _cfg(algo: str, threshold: float = 10.0, **kw):

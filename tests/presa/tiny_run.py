@@ -2,6 +2,9 @@
 tests/presa on sys.path; a conftest is never imported by name, which breaks when several test
 folders run together)."""
 
+import pytest
+import torch
+
 TINY = {
     "hidden": [32, 32],
     "pair_batch": 16,
@@ -27,8 +30,6 @@ def tiny_for(algo: str) -> dict:
 
 def assert_same_state(a, b, path: str = "") -> None:
     """Recursively compare checkpoint contents (torch.equal for tensors): bit-exact resume checks."""
-    import torch
-
     assert type(a) is type(b), path
     if isinstance(a, torch.Tensor):
         assert torch.equal(a, b), path
@@ -42,3 +43,13 @@ def assert_same_state(a, b, path: str = "") -> None:
             assert_same_state(x, y, f"{path}[{i}]")
     else:
         assert a == b, path
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny networks: one intra-op thread is fastest (and the machine's cores are shared). Autouse in
+    every test module that imports it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
